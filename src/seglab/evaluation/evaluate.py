@@ -1,0 +1,78 @@
+"""``evaluate()``: metrics of a checkpoint on a split, through the training code's own path."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from seglab.config import Config
+from seglab.data.dataset import DatasetDefinition
+from seglab.data.module import SegDataModule
+from seglab.errors import SeglabError
+from seglab.inference.predictor import read_checkpoint, resolve_checkpoint, resolve_precision
+from seglab.runs import new_run_dir, write_atomic, write_json
+from seglab.training.task import SegmentationTask
+
+log = logging.getLogger("seglab")
+
+
+def load_task(ckpt_path: Path) -> SegmentationTask:
+    """A SegmentationTask with the checkpoint's weights (read with ``weights_only``)."""
+    ckpt = read_checkpoint(ckpt_path)
+    hp = ckpt["hyper_parameters"]
+    task = SegmentationTask(hp["config"], hp["meta"], hp.get("class_weights"))
+    try:
+        task.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise SeglabError(f"checkpoint {ckpt_path} does not match its model config "
+                          f"({(lines[1] if len(lines) > 1 else lines[0])[:160]})") from None
+    return task
+
+
+def per_class_csv(metrics: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["class", "iou", "dice", "precision", "recall", "pixels"])
+    for name, m in metrics["per_class"].items():
+        w.writerow([name, m["iou"], m["dice"], m["precision"], m["recall"], m["pixels"]])
+    return buf.getvalue()
+
+
+def evaluate(run_or_ckpt: str | Path, split: str = "test", devices: int = 1,
+             data_root: Path | None = None, out: Path | None = None) -> tuple[dict, Path | None]:
+    """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks)."""
+    ckpt_path = resolve_checkpoint(run_or_ckpt)
+    task = load_task(ckpt_path)
+    cfg: Config = task.cfg.model_copy(deep=True)
+    if data_root is not None:
+        cfg.data.root = data_root
+    definition = DatasetDefinition.from_config(cfg.data)
+    if definition.classes != task.hparams.meta["classes"]:
+        raise SeglabError(f"the data set's classes {definition.classes} differ from the "
+                          f"checkpoint's {task.hparams.meta['classes']}; evaluate on matching data")
+    dm = SegDataModule(cfg, definition, train_split=None, eval_split=split)
+    precision = resolve_precision(cfg.train.precision)
+    trainer = L.Trainer(accelerator="cpu", devices=devices,
+                        strategy="ddp" if devices > 1 else "auto",
+                        precision="bf16-mixed" if precision == "bf16" else "32-true",
+                        logger=False, use_distributed_sampler=False, enable_model_summary=False,
+                        enable_progress_bar=True)
+    trainer.test(task, datamodule=dm, verbose=False)
+    metrics = dict(task.last_test)
+    metrics.update({"split": split, "images": len(dm.eval_set), "checkpoint": str(ckpt_path),
+                    "precision": precision, "devices": devices})
+    if trainer.global_rank != 0:
+        return metrics, None
+    if out is None:
+        run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+        out = new_run_dir(run_dir / "eval", split)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    write_atomic(out / "per_class.csv", per_class_csv(metrics))
+    return metrics, out
