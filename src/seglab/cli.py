@@ -18,14 +18,28 @@ from rich.table import Table
 
 from seglab.errors import SeglabError, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="seglab: train, evaluate and apply image segmentation models.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="seglab: train, evaluate and apply image segmentation models.",
+)
 console = Console(stderr=True)
 out_console = Console()
 log = logging.getLogger("seglab")
 
 
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's advertisements and GPU/TPU notices on a CPU machine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("💡") or "available: False" in msg)
+
+
 def _setup_logging() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_QuietLightning())
     if not log.handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("seglab: %(message)s"))
@@ -44,8 +58,9 @@ def print_metrics(metrics: dict, title: str) -> None:
     for col in ("class", "IoU %", "Dice %", "precision %", "recall %", "pixels"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for name, m in metrics["per_class"].items():
-        t.add_row(name, f(m["iou"]), f(m["dice"]), f(m["precision"]), f(m["recall"]),
-                  str(m["pixels"]))
+        t.add_row(
+            name, f(m["iou"]), f(m["dice"]), f(m["precision"]), f(m["recall"]), str(m["pixels"])
+        )
     out_console.print(t)
     out_console.print(
         f"mIoU {f(metrics['mIoU'])}  mDice {f(metrics['mDice'])}  "
@@ -57,11 +72,17 @@ def print_metrics(metrics: dict, title: str) -> None:
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/)")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="override a config key, e.g. --set train.epochs=5 (repeatable)")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        help="continue the run in this run directory from its last checkpoint")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="where run directories are created")] = Path("runs"),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key, e.g. --set train.epochs=5 (repeatable)"),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in this run directory from its last checkpoint"),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where run directories are created")] = Path(
+        "runs"
+    ),
     seed: Annotated[int | None, typer.Option(help="random seed (repeatable runs)")] = None,
     devices: Annotated[int | None, typer.Option(help="processes per node (Lightning DDP)")] = None,
     num_nodes: Annotated[int | None, typer.Option(help="number of nodes (Lightning DDP)")] = None,
@@ -93,10 +114,15 @@ def train(
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory or .ckpt file")],
     split: Annotated[str, typer.Option(help="split to evaluate (train, val, test, ...)")] = "test",
-    devices: Annotated[int, typer.Option(help="processes (Lightning DDP); results are "
-                                         "identical to one process")] = 1,
-    data_root: Annotated[Path | None, typer.Option(help="read the data set from here instead")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default RUN/eval/<split>)")] = None,
+    devices: Annotated[
+        int, typer.Option(help="processes (Lightning DDP); results are identical to one process")
+    ] = 1,
+    data_root: Annotated[
+        Path | None, typer.Option(help="read the data set from here instead")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default RUN/eval/<split>)")
+    ] = None,
 ) -> None:
     """Evaluate a trained model: per-class IoU, Dice, precision, recall and the means.
 
@@ -130,14 +156,21 @@ def predict(
     from seglab.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(run)
-    written = run_predict(predictor, inputs, out, alpha,
-                          progress=lambda xs: track(xs, description="predicting", console=console))
+    written = run_predict(
+        predictor,
+        inputs,
+        out,
+        alpha,
+        progress=lambda xs: track(xs, description="predicting", console=console),
+    )
     console.print(f"{len(written)} masks and overlays written to {out}")
 
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="folder for the data, run and predictions")] = Path("demo_runs"),
+    workdir: Annotated[Path, typer.Option(help="folder for the data, run and predictions")] = Path(
+        "demo_runs"
+    ),
     epochs: Annotated[int, typer.Option(help="training epochs")] = 12,
 ) -> None:
     """Offline end-to-end demo: synthetic data -> train (about a minute) -> evaluate -> predict.
@@ -156,15 +189,23 @@ def demo(
     if not (data / "test.txt").is_file():
         make_dataset(data)
     console.print(f"synthetic data set: {data} (64 train / 16 val / 16 test, 128x128, 4 classes)")
-    cfg = config_from_dict({
-        "name": "demo", "seed": 0,
-        "data": {"format": "folder", "root": str(data.resolve()), "classes": CLASSES,
-                 "colors": [list(c) for c in COLORS]},
-        "model": {"name": "unet", "encoder": "resnet18"},
-        "loss": {"name": "ce+dice"},
-        "augment": {"hflip": 0.5, "vflip": 0.5, "rotate": 10, "scale": [0.8, 1.2]},
-        "train": {"epochs": epochs, "batch_size": 8, "lr": 3e-3, "scheduler": "cosine"},
-    }, source="demo")
+    cfg = config_from_dict(
+        {
+            "name": "demo",
+            "seed": 0,
+            "data": {
+                "format": "folder",
+                "root": str(data.resolve()),
+                "classes": CLASSES,
+                "colors": [list(c) for c in COLORS],
+            },
+            "model": {"name": "unet", "encoder": "resnet18"},
+            "loss": {"name": "ce+dice"},
+            "augment": {"hflip": 0.5, "vflip": 0.5, "rotate": 10, "scale": [0.8, 1.2]},
+            "train": {"epochs": epochs, "batch_size": 8, "lr": 3e-3, "scheduler": "cosine"},
+        },
+        source="demo",
+    )
     run_dir = run_train(cfg, workdir / "runs")
     metrics, eval_dir = run_eval(run_dir, "test")
     print_metrics(metrics, "demo: test split")
@@ -194,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # noqa: BLE001 - no traceback without --debug
         if debug:
             raise
-        console.print(f"[red]error[/red]: {type(err).__name__}: {one_line(err)} "
-                      "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]error[/red]: {type(err).__name__}: {one_line(err)} "
+            "(rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)

@@ -25,7 +25,9 @@ class DataConfig(_Strict):
     format: Literal["folder", "camvid", "isbi2012"] = Field(
         description="dataset layout: folder (images/ + masks/), camvid (SegNet layout), isbi2012"
     )
-    root: Path = Field(description="dataset folder; relative paths are resolved from the config file")
+    root: Path = Field(
+        description="dataset folder; relative paths are resolved from the config file"
+    )
     classes: list[str] | None = Field(None, description="class names; default: the format's")
     colors: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class")
     ignore_index: int = Field(255, ge=0, le=255, description="mask value that is not scored")
@@ -174,7 +176,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise SeglabError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise SeglabError(
+            f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})"
+        ) from None
     if not isinstance(raw, dict):
         raise SeglabError(f"{path}: the config must be a mapping of keys to values")
     for item in overrides or []:

@@ -58,10 +58,16 @@ class DatasetDefinition:
         d = fmt.DEFAULTS
         classes = cfg.classes or d.classes
         if not classes:
-            raise SeglabError("data.classes is required for the folder format, e.g. [background, cell]")
+            raise SeglabError(
+                "data.classes is required for the folder format, e.g. [background, cell]"
+            )
         if len(classes) < 2:
-            raise SeglabError("data.classes: need at least 2 classes (e.g. [background, foreground])")
-        colors = cfg.colors or (d.colors if len(d.colors) == len(classes) else default_palette(len(classes)))
+            raise SeglabError(
+                "data.classes: need at least 2 classes (e.g. [background, foreground])"
+            )
+        colors = cfg.colors or (
+            d.colors if len(d.colors) == len(classes) else default_palette(len(classes))
+        )
         if len(colors) != len(classes):
             raise SeglabError(f"data.colors has {len(colors)} entries for {len(classes)} classes")
         ignore = cfg.ignore_index if "ignore_index" in cfg.model_fields_set else d.ignore_index
@@ -77,8 +83,17 @@ class DatasetDefinition:
             raise SeglabError(f"data.mean and data.std need {ch} values (one per channel)")
         if not cfg.root.is_dir():
             raise SeglabError(f"data.root {cfg.root} is not a folder; point it at the dataset")
-        return cls(cfg.format, cfg.root, list(classes), [tuple(c) for c in colors], ignore, ch,
-                   dict(cfg.splits), list(mean), list(std))
+        return cls(
+            cfg.format,
+            cfg.root,
+            list(classes),
+            [tuple(c) for c in colors],
+            ignore,
+            ch,
+            dict(cfg.splits),
+            list(mean),
+            list(std),
+        )
 
     def pairs(self, split: str) -> list[Pair]:
         """The (image, mask) files of ``split``; raises when the split is empty."""
@@ -91,9 +106,14 @@ class DatasetDefinition:
 
     def to_meta(self) -> dict:
         """What a checkpoint or exported model must carry to be used alone."""
-        return {"classes": self.classes, "colors": [list(c) for c in self.colors],
-                "ignore_index": self.ignore_index, "in_channels": self.in_channels,
-                "mean": self.mean, "std": self.std}
+        return {
+            "classes": self.classes,
+            "colors": [list(c) for c in self.colors],
+            "ignore_index": self.ignore_index,
+            "in_channels": self.in_channels,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 class SegDataset(Dataset):
@@ -104,17 +124,24 @@ class SegDataset(Dataset):
     before training starts.
     """
 
-    def __init__(self, definition: DatasetDefinition, split: str,
-                 transform: Callable | None = None, cache: bool = True,
-                 require_masks: bool = True) -> None:
+    def __init__(
+        self,
+        definition: DatasetDefinition,
+        split: str,
+        transform: Callable | None = None,
+        cache: bool = True,
+        require_masks: bool = True,
+    ) -> None:
         self.definition = definition
         self.split = split
         self.pairs = definition.pairs(split)
         if require_masks:
             missing = [img for img, m in self.pairs if m is None]
             if missing:
-                raise SeglabError(f"split '{split}' has no masks (e.g. for {missing[0]}); "
-                                  "it can be predicted but not trained or evaluated")
+                raise SeglabError(
+                    f"split '{split}' has no masks (e.g. for {missing[0]}); "
+                    "it can be predicted but not trained or evaluated"
+                )
         self.transform = transform
         self._cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         if cache:

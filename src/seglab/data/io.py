@@ -59,7 +59,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     if m is None or m.size == 0:
         raise SeglabError(f"mask {path} cannot be decoded (corrupt or unsupported); replace it")
     if m.ndim == 3:
-        if m.shape[2] >= 3 and (np.array_equal(m[..., 0], m[..., 1]) and np.array_equal(m[..., 1], m[..., 2])):
+        if m.shape[2] >= 3 and (
+            np.array_equal(m[..., 0], m[..., 1]) and np.array_equal(m[..., 1], m[..., 2])
+        ):
             m = m[..., 0]
         else:
             raise SeglabError(
@@ -68,13 +70,21 @@ def read_mask(path: str | Path) -> np.ndarray:
             )
     if m.dtype != np.uint8:
         if m.max() > 255:
-            raise SeglabError(f"mask {path} has values above 255; seglab masks hold at most 255 classes")
+            raise SeglabError(
+                f"mask {path} has values above 255; seglab masks hold at most 255 classes"
+            )
         m = m.astype(np.uint8)
     return m
 
 
-def check_mask(mask: np.ndarray, image_shape: tuple[int, ...], num_classes: int, ignore_index: int,
-               mask_path: str | Path, image_path: str | Path) -> None:
+def check_mask(
+    mask: np.ndarray,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    ignore_index: int,
+    mask_path: str | Path,
+    image_path: str | Path,
+) -> None:
     """Raise if the mask's size differs from its image or it holds undeclared class values."""
     if mask.shape[:2] != tuple(image_shape[:2]):
         mh, mw = mask.shape[:2]

@@ -31,14 +31,24 @@ def auto_workers(setting: int | str) -> int:
 
 
 class SegDataModule(L.LightningDataModule):
-    def __init__(self, cfg: Config, definition: DatasetDefinition,
-                 train_split: str | None = "train", eval_split: str | None = "val") -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        definition: DatasetDefinition,
+        train_split: str | None = "train",
+        eval_split: str | None = "val",
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.definition = definition
         self.train_set = self.eval_set = None
         if train_split:
-            t = PairTransform(cfg.augment, definition.ignore_index, definition.in_channels)
+            t = PairTransform(
+                cfg.augment,
+                definition.ignore_index,
+                definition.in_channels,
+                base_scale=cfg.inference.scale,
+            )
             self.train_set = SegDataset(definition, train_split, transform=t, cache=cfg.data.cache)
             self._check_batchable(self.train_set)
         if eval_split:
@@ -62,19 +72,40 @@ class SegDataModule(L.LightningDataModule):
         world, rank = self._rank()
         n = len(self.train_set)
         bs = self.cfg.train.batch_size
-        sampler = (DistributedSampler(self.train_set, world, rank, shuffle=True, seed=self.cfg.seed)
-                   if world > 1 else None)
+        sampler = (
+            DistributedSampler(self.train_set, world, rank, shuffle=True, seed=self.cfg.seed)
+            if world > 1
+            else None
+        )
         workers = auto_workers(self.cfg.train.num_workers)
-        return DataLoader(self.train_set, batch_size=bs, shuffle=sampler is None, sampler=sampler,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          drop_last=n // world > bs, pin_memory=False)
+        return DataLoader(
+            self.train_set,
+            batch_size=bs,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=n // world > bs,
+            pin_memory=False,
+        )
 
     def _eval_loader(self) -> DataLoader:
         world, rank = self._rank()
-        sampler = (UnrepeatedDistributedSampler(self.eval_set, num_replicas=world, rank=rank,
-                                                shuffle=False) if world > 1 else None)
-        return DataLoader(self.eval_set, batch_size=self.cfg.inference.batch_size, shuffle=False,
-                          sampler=sampler, num_workers=0, collate_fn=list_collate)
+        sampler = (
+            UnrepeatedDistributedSampler(
+                self.eval_set, num_replicas=world, rank=rank, shuffle=False
+            )
+            if world > 1
+            else None
+        )
+        return DataLoader(
+            self.eval_set,
+            batch_size=self.cfg.inference.batch_size,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=0,
+            collate_fn=list_collate,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()

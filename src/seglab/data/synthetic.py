@@ -42,8 +42,14 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128)):
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
-def make_dataset(root: Path, n_train: int = 64, n_val: int = 16, n_test: int = 16,
-                 size: tuple[int, int] = (128, 128), seed: int = 0) -> Path:
+def make_dataset(
+    root: Path,
+    n_train: int = 64,
+    n_val: int = 16,
+    n_test: int = 16,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+) -> Path:
     """Write the data set under ``root`` and return it."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,10 @@ def load_task(ckpt_path: Path) -> SegmentationTask:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        raise SeglabError(f"checkpoint {ckpt_path} does not match its model config "
-                          f"({(lines[1] if len(lines) > 1 else lines[0])[:160]})") from None
+        raise SeglabError(
+            f"checkpoint {ckpt_path} does not match its model config "
+            f"({(lines[1] if len(lines) > 1 else lines[0])[:160]})"
+        ) from None
     return task
 
 
@@ -43,8 +45,13 @@ def per_class_csv(metrics: dict) -> str:
     return buf.getvalue()
 
 
-def evaluate(run_or_ckpt: str | Path, split: str = "test", devices: int = 1,
-             data_root: Path | None = None, out: Path | None = None) -> tuple[dict, Path | None]:
+def evaluate(
+    run_or_ckpt: str | Path,
+    split: str = "test",
+    devices: int = 1,
+    data_root: Path | None = None,
+    out: Path | None = None,
+) -> tuple[dict, Path | None]:
     """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks)."""
     ckpt_path = resolve_checkpoint(run_or_ckpt)
     task = load_task(ckpt_path)
@@ -53,23 +60,39 @@ def evaluate(run_or_ckpt: str | Path, split: str = "test", devices: int = 1,
         cfg.data.root = data_root
     definition = DatasetDefinition.from_config(cfg.data)
     if definition.classes != task.hparams.meta["classes"]:
-        raise SeglabError(f"the data set's classes {definition.classes} differ from the "
-                          f"checkpoint's {task.hparams.meta['classes']}; evaluate on matching data")
+        raise SeglabError(
+            f"the data set's classes {definition.classes} differ from the "
+            f"checkpoint's {task.hparams.meta['classes']}; evaluate on matching data"
+        )
     dm = SegDataModule(cfg, definition, train_split=None, eval_split=split)
     precision = resolve_precision(cfg.train.precision)
-    trainer = L.Trainer(accelerator="cpu", devices=devices,
-                        strategy="ddp" if devices > 1 else "auto",
-                        precision="bf16-mixed" if precision == "bf16" else "32-true",
-                        logger=False, use_distributed_sampler=False, enable_model_summary=False,
-                        enable_progress_bar=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision="bf16-mixed" if precision == "bf16" else "32-true",
+        logger=False,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        enable_progress_bar=True,
+    )
     trainer.test(task, datamodule=dm, verbose=False)
     metrics = dict(task.last_test)
-    metrics.update({"split": split, "images": len(dm.eval_set), "checkpoint": str(ckpt_path),
-                    "precision": precision, "devices": devices})
+    metrics.update(
+        {
+            "split": split,
+            "images": len(dm.eval_set),
+            "checkpoint": str(ckpt_path),
+            "precision": precision,
+            "devices": devices,
+        }
+    )
     if trainer.global_rank != 0:
         return metrics, None
     if out is None:
-        run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+        run_dir = (
+            ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+        )
         out = new_run_dir(run_dir / "eval", split)
     else:
         out.mkdir(parents=True, exist_ok=True)

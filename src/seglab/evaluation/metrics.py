@@ -18,9 +18,10 @@ import math
 import numpy as np
 
 
-def confusion_matrix(target: np.ndarray, pred: np.ndarray, num_classes: int,
-                     ignore_index: int | None = None) -> np.ndarray:
-    """``num_classes x num_classes`` int64 counts; pixels with ``target == ignore_index`` skipped."""
+def confusion_matrix(
+    target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None = None
+) -> np.ndarray:
+    """``num_classes x num_classes`` int64 counts; ``target == ignore_index`` is skipped."""
     t = np.asarray(target).ravel().astype(np.int64)
     p = np.asarray(pred).ravel().astype(np.int64)
     keep = (t >= 0) & (t < num_classes)
@@ -61,8 +62,13 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None)
         return None if math.isnan(v) else float(v)
 
     per_class = {
-        n: {"iou": clean(iou[i]), "dice": clean(dice[i]), "precision": clean(precision[i]),
-            "recall": clean(recall[i]), "pixels": int(gt[i])}
+        n: {
+            "iou": clean(iou[i]),
+            "dice": clean(dice[i]),
+            "precision": clean(precision[i]),
+            "recall": clean(recall[i]),
+            "pixels": int(gt[i]),
+        }
         for i, n in enumerate(names)
     }
     return {

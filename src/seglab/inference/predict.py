@@ -24,12 +24,16 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
         else:
             raise SeglabError(f"input {p} does not exist; pass image files or folders")
     if not files:
-        raise SeglabError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, inputs))}")
+        raise SeglabError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, inputs))}"
+        )
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:
-            raise SeglabError(f"{f} and {stems[f.stem]} would both write {f.stem}_mask.png; "
-                              "predict them into different --out folders")
+            raise SeglabError(
+                f"{f} and {stems[f.stem]} would both write {f.stem}_mask.png; "
+                "predict them into different --out folders"
+            )
         stems[f.stem] = f
     return files
 
@@ -44,8 +48,9 @@ def write_png(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def predict(predictor: Predictor, inputs: list[Path], out: Path, alpha: float = 0.5,
-            progress=None) -> list[Path]:
+def predict(
+    predictor: Predictor, inputs: list[Path], out: Path, alpha: float = 0.5, progress=None
+) -> list[Path]:
     """Predict every image; returns the mask paths. Unreadable images are skipped and
     reported together at the end (an error), after every readable one was written."""
     files = expand_inputs(inputs)
@@ -62,6 +67,8 @@ def predict(predictor: Predictor, inputs: list[Path], out: Path, alpha: float = 
         write_png(out / f"{f.stem}_overlay.png", overlay(image, mask, colors, alpha))
         written.append(out / f"{f.stem}_mask.png")
     if failed:
-        raise SeglabError(f"predicted {len(written)} of {len(files)} images into {out}; "
-                          f"{len(failed)} failed, first: {failed[0]}")
+        raise SeglabError(
+            f"predicted {len(written)} of {len(files)} images into {out}; "
+            f"{len(failed)} failed, first: {failed[0]}"
+        )
     return written

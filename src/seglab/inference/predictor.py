@@ -40,8 +40,14 @@ def resolve_precision(pref: str) -> str:
 class Predictor:
     """Turns images into logits and masks with one model and one input policy."""
 
-    def __init__(self, model: SegModel, meta: dict, scale: float = 1.0,
-                 precision: str = "auto", channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        model: SegModel,
+        meta: dict,
+        scale: float = 1.0,
+        precision: str = "auto",
+        channels_last: bool = True,
+    ) -> None:
         self.model = model
         self.meta = meta
         self.scale = scale
@@ -76,8 +82,9 @@ class Predictor:
 
     def to_tensor(self, image: np.ndarray, path: str | Path = "<image>") -> torch.Tensor:
         """``H x W x C`` uint8 image -> ``1 x C x H x W`` tensor with the model's channels."""
-        img = adapt_channels(image if image.ndim == 3 else image[:, :, None],
-                             self.meta["in_channels"], path)
+        img = adapt_channels(
+            image if image.ndim == 3 else image[:, :, None], self.meta["in_channels"], path
+        )
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
 
     @torch.inference_mode()
@@ -94,9 +101,13 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, run_or_ckpt: str | Path) -> Predictor:
         model, config, meta = load_checkpoint(run_or_ckpt)
-        return cls(model, meta, scale=config["inference"]["scale"],
-                   precision=config["train"]["precision"],
-                   channels_last=config["train"]["channels_last"])
+        return cls(
+            model,
+            meta,
+            scale=config["inference"]["scale"],
+            precision=config["train"]["precision"],
+            channels_last=config["train"]["channels_last"],
+        )
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
@@ -118,12 +129,15 @@ def read_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise SeglabError(f"checkpoint {path} cannot be read ({reason}); "
-                          "pass a .ckpt written by seglab train") from None
+        raise SeglabError(
+            f"checkpoint {path} cannot be read ({reason}); pass a .ckpt written by seglab train"
+        ) from None
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "config" not in hp or "meta" not in hp or "state_dict" not in ckpt:
-        raise SeglabError(f"checkpoint {path} is not a seglab checkpoint (no config/meta); "
-                          "pass a .ckpt written by seglab train")
+        raise SeglabError(
+            f"checkpoint {path} is not a seglab checkpoint (no config/meta); "
+            "pass a .ckpt written by seglab train"
+        )
     return ckpt
 
 
@@ -133,17 +147,27 @@ def load_checkpoint(run_or_ckpt: str | Path) -> tuple[SegModel, dict, dict]:
     ckpt = read_checkpoint(path)
     config, meta = ckpt["hyper_parameters"]["config"], ckpt["hyper_parameters"]["meta"]
     m = config["model"]
-    model = build_model(m["name"], len(meta["classes"]), meta["in_channels"], meta["mean"],
-                        meta["std"], encoder=m["encoder"], encoder_weights=None,
-                        options=m["options"])
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-             if k.startswith("model.")}
+    model = build_model(
+        m["name"],
+        len(meta["classes"]),
+        meta["in_channels"],
+        meta["mean"],
+        meta["std"],
+        encoder=m["encoder"],
+        encoder_weights=None,
+        options=m["options"],
+    )
+    state = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise SeglabError(f"checkpoint {path} does not match its model config ({first[:160]}); "
-                          "it was changed or written by another version") from None
+        raise SeglabError(
+            f"checkpoint {path} does not match its model config ({first[:160]}); "
+            "it was changed or written by another version"
+        ) from None
     model.eval()
     if config["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)

@@ -49,16 +49,27 @@ def _smp_weights(encoder_weights: str | None) -> str | None:
 
 
 @register("unet", stride=32, summary="U-Net (SMP): encoder + skip-connected decoder")
-def unet(num_classes: int, in_channels: int, encoder: str = "resnet18",
-         encoder_weights: str | None = None, **options) -> nn.Module:
+def unet(
+    num_classes: int,
+    in_channels: int,
+    encoder: str = "resnet18",
+    encoder_weights: str | None = None,
+    **options,
+) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     try:
-        return smp.Unet(encoder_name=encoder, encoder_weights=_smp_weights(encoder_weights),
-                        in_channels=in_channels, classes=num_classes, **options)
+        return smp.Unet(
+            encoder_name=encoder,
+            encoder_weights=_smp_weights(encoder_weights),
+            in_channels=in_channels,
+            classes=num_classes,
+            **options,
+        )
     except (KeyError, ValueError, TypeError) as err:
-        raise SeglabError(f"model: cannot build unet with encoder {encoder!r} "
-                          f"and options {options}: {err}") from None
+        raise SeglabError(
+            f"model: cannot build unet with encoder {encoder!r} and options {options}: {err}"
+        ) from None
 
 
 class SegModel(nn.Module):
@@ -79,13 +90,25 @@ class SegModel(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(name: str, num_classes: int, in_channels: int, mean: list[float],
-                std: list[float], encoder: str = "resnet18", encoder_weights: str | None = None,
-                options: dict | None = None) -> SegModel:
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    mean: list[float],
+    std: list[float],
+    encoder: str = "resnet18",
+    encoder_weights: str | None = None,
+    options: dict | None = None,
+) -> SegModel:
     """Build architecture ``name`` from the registry, wrapped with its normalisation."""
     if name not in MODELS:
         raise SeglabError(f"model.name {name!r} is unknown; available: {', '.join(sorted(MODELS))}")
     spec = MODELS[name]
-    net = spec.builder(num_classes, in_channels, encoder=encoder,
-                       encoder_weights=encoder_weights, **(options or {}))
+    net = spec.builder(
+        num_classes,
+        in_channels,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        **(options or {}),
+    )
     return SegModel(net, mean, std, spec.stride)

@@ -39,8 +39,9 @@ class SegLoss(nn.Module):
         logits = logits.float()
         loss = logits.new_zeros(())
         if self.use_ce:
-            loss = loss + F.cross_entropy(logits, target, weight=self.weights,
-                                          ignore_index=self.ignore_index)
+            loss = loss + F.cross_entropy(
+                logits, target, weight=self.weights, ignore_index=self.ignore_index
+            )
         if self.dice is not None:
             loss = loss + self.dice_weight * self.dice(logits, target)
         return loss

@@ -43,17 +43,29 @@ class SegmentationTask(L.LightningModule):
         self.cfg = Config.model_validate(config)
         k = len(meta["classes"])
         m = self.cfg.model
-        self.model = build_model(m.name, k, meta["in_channels"], meta["mean"], meta["std"],
-                                 encoder=m.encoder, encoder_weights=m.encoder_weights,
-                                 options=m.options)
+        self.model = build_model(
+            m.name,
+            k,
+            meta["in_channels"],
+            meta["mean"],
+            meta["std"],
+            encoder=m.encoder,
+            encoder_weights=m.encoder_weights,
+            options=m.options,
+        )
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegLoss(self.cfg.loss, meta["ignore_index"], class_weights)
-        self.predictor = Predictor(self.model, meta, scale=self.cfg.inference.scale,
-                                   precision=self.cfg.train.precision,
-                                   channels_last=self.cfg.train.channels_last)
-        self.val_cm = MulticlassConfusionMatrix(k, ignore_index=meta["ignore_index"],
-                                                validate_args=False)
+        self.predictor = Predictor(
+            self.model,
+            meta,
+            scale=self.cfg.inference.scale,
+            precision=self.cfg.train.precision,
+            channels_last=self.cfg.train.channels_last,
+        )
+        self.val_cm = MulticlassConfusionMatrix(
+            k, ignore_index=meta["ignore_index"], validate_args=False
+        )
         self.last_val: dict | None = None
         self.last_test: dict | None = None
         self._t_batch: float | None = None
@@ -74,8 +86,9 @@ class SegmentationTask(L.LightningModule):
             rate = x.shape[0] * self.trainer.world_size / max(now - self._t_batch, 1e-6)
             self._img_s = rate if self._img_s is None else 0.9 * self._img_s + 0.1 * rate
         self._t_batch = now
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=x.shape[0])
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0]
+        )
         if self._img_s is not None:
             self.log("img_s", self._img_s, prog_bar=True, on_step=True, on_epoch=False)
         return loss
@@ -86,8 +99,9 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self):
         t = self.cfg.train
         if t.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=t.lr, momentum=0.9,
-                                  weight_decay=t.weight_decay, nesterov=True)
+            opt = torch.optim.SGD(
+                self.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True
+            )
         else:
             opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)

@@ -51,7 +51,11 @@ class RunRecorder(Callback):
             "images_per_s": task._img_s,
             "elapsed_s": round(time.monotonic() - self.t0, 1),
         }
-        val = task.last_val if task.last_val and task.last_val["epoch"] == trainer.current_epoch else None
+        val = (
+            task.last_val
+            if task.last_val and task.last_val["epoch"] == trainer.current_epoch
+            else None
+        )
         row["val_mIoU"] = val["mIoU"] if val else None
         row["val_pixel_accuracy"] = val["pixel_accuracy"] if val else None
         row["val_iou"] = {c: val["per_class"][c]["iou"] for c in self.classes} if val else None
@@ -68,9 +72,13 @@ class RunRecorder(Callback):
             w.writerow(flat)
         write_atomic(self.run_dir / "metrics.csv", buf.getvalue())
         miou = f"{row['val_mIoU']:.4f}" if row["val_mIoU"] is not None else "-"
-        log.info("epoch %d: train_loss %.4f val_mIoU %s images/s %s", row["epoch"],
-                 row["train_loss"] or float("nan"), miou,
-                 f"{row['images_per_s']:.1f}" if row["images_per_s"] else "-")
+        log.info(
+            "epoch %d: train_loss %.4f val_mIoU %s images/s %s",
+            row["epoch"],
+            row["train_loss"] or float("nan"),
+            miou,
+            f"{row['images_per_s']:.1f}" if row["images_per_s"] else "-",
+        )
 
 
 class TimeBudget(Callback):
@@ -96,18 +104,31 @@ def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.T
     t = cfg.train
     distributed = t.devices * t.num_nodes > 1
     return L.Trainer(
-        accelerator="cpu", devices=t.devices, num_nodes=t.num_nodes,
+        accelerator="cpu",
+        devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy="ddp" if distributed else "auto",
         precision="bf16-mixed" if precision == "bf16" else "32-true",
-        max_epochs=t.epochs, check_val_every_n_epoch=t.val_every,
-        num_sanity_val_steps=0, logger=False, default_root_dir=run_dir,
-        callbacks=callbacks, use_distributed_sampler=False, log_every_n_steps=5,
+        max_epochs=t.epochs,
+        check_val_every_n_epoch=t.val_every,
+        num_sanity_val_steps=0,
+        logger=False,
+        default_root_dir=run_dir,
+        callbacks=callbacks,
+        use_distributed_sampler=False,
+        log_every_n_steps=5,
         enable_model_summary=False,
     )
 
 
-def train(cfg: Config, runs_dir: Path = Path("runs"), resume: Path | None = None) -> Path:
-    """Train ``cfg``; returns the run directory. ``resume`` continues a run from last.ckpt."""
+def train(
+    cfg: Config,
+    runs_dir: Path = Path("runs"),
+    resume: Path | None = None,
+    callbacks: list[Callback] | None = None,
+) -> Path:
+    """Train ``cfg``; returns the run directory. ``resume`` continues a run from last.ckpt;
+    ``callbacks`` are extra Lightning callbacks (e.g. for timing)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     definition = DatasetDefinition.from_config(cfg.data)
     # Read and check all data before creating anything on disk.
@@ -116,8 +137,10 @@ def train(cfg: Config, runs_dir: Path = Path("runs"), resume: Path | None = None
     if weights == "median_frequency":
         weights = [round(float(w), 4) for w in class_weights_from(dm.train_set)]
     elif weights is not None and len(weights) != definition.num_classes:
-        raise SeglabError(f"loss.class_weights has {len(weights)} values for "
-                          f"{definition.num_classes} classes; give one weight per class")
+        raise SeglabError(
+            f"loss.class_weights has {len(weights)} values for "
+            f"{definition.num_classes} classes; give one weight per class"
+        )
 
     ckpt_path = None
     if resume is not None:
@@ -130,31 +153,45 @@ def train(cfg: Config, runs_dir: Path = Path("runs"), resume: Path | None = None
     else:
         run_dir = new_run_dir(runs_dir, cfg.name)
     os.environ[RUN_ENV] = str(run_dir)
-    rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    rank0 = (
+        int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
     handler = add_file_log(run_dir / "train.log") if rank0 else None
 
     precision = resolve_precision(cfg.train.precision)
     if rank0:
         write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
         log.info("run directory: %s", run_dir)
-        log.info("precision: %s%s (CPU bf16 support: %s)", precision,
-                 " + channels_last" if cfg.train.channels_last else "",
-                 "yes" if precision == "bf16" else "no or not requested")
+        log.info(
+            "precision: %s%s (CPU bf16 support: %s)",
+            precision,
+            " + channels_last" if cfg.train.channels_last else "",
+            "yes" if precision == "bf16" else "no or not requested",
+        )
         if cfg.loss.class_weights == "median_frequency":
             log.info("median-frequency class weights: %s", weights)
     task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights)
-    callbacks: list = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/mIoU",
-                        mode="max", save_last=True, save_top_k=1, auto_insert_metric_name=False,
-                        enable_version_counter=False),
+    extra = callbacks or []
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/mIoU",
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
         RunRecorder(run_dir, definition.classes),
     ]
     if cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStopping("val/mIoU", mode="max",
-                                       patience=cfg.train.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping("val/mIoU", mode="max", patience=cfg.train.early_stopping_patience)
+        )
     if cfg.train.max_minutes:
         callbacks.append(TimeBudget(cfg.train.max_minutes))
-    trainer = _trainer(cfg, run_dir, precision, callbacks)
+    trainer = _trainer(cfg, run_dir, precision, callbacks + list(extra))
     t0 = time.monotonic()
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
@@ -168,7 +205,9 @@ def train(cfg: Config, runs_dir: Path = Path("runs"), resume: Path | None = None
         summary = {
             "run_dir": str(run_dir),
             "best_checkpoint": str(best.best_model_path) if best.best_model_path else None,
-            "best_val_mIoU": float(best.best_model_score) if best.best_model_score is not None else None,
+            "best_val_mIoU": float(best.best_model_score)
+            if best.best_model_score is not None
+            else None,
             "epochs": trainer.current_epoch,
             "train_seconds": round(time.monotonic() - t0, 1),
             "precision": precision,
@@ -180,8 +219,12 @@ def train(cfg: Config, runs_dir: Path = Path("runs"), resume: Path | None = None
     return run_dir
 
 
-def train_from_file(config: Path, overrides: list[str] | None = None,
-                    runs_dir: Path = Path("runs"), resume: Path | None = None) -> Path:
+def train_from_file(
+    config: Path,
+    overrides: list[str] | None = None,
+    runs_dir: Path = Path("runs"),
+    resume: Path | None = None,
+) -> Path:
     """CLI helper: load (or, on resume, reuse the run's) config and train."""
     if resume is not None and not resume.is_dir():
         raise SeglabError(f"--resume {resume}: not a run directory")

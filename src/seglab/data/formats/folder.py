@@ -22,7 +22,9 @@ def _index(folder: Path) -> dict[str, Path]:
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 if p.stem in out:
-                    raise SeglabError(f"{p} and {out[p.stem]} share the stem '{p.stem}'; rename one")
+                    raise SeglabError(
+                        f"{p} and {out[p.stem]} share the stem '{p.stem}'; rename one"
+                    )
                 out[p.stem] = p
     return out
 

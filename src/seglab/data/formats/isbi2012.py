@@ -17,8 +17,12 @@ DEFAULTS = FormatDefaults(
     in_channels=1,
 )
 
-_SPLITS = {"train": ("train", range(0, 24)), "val": ("train", range(24, 30)),
-           "all": ("train", range(0, 30)), "test": ("test", range(0, 30))}
+_SPLITS = {
+    "train": ("train", range(0, 24)),
+    "val": ("train", range(24, 30)),
+    "all": ("train", range(0, 30)),
+    "test": ("test", range(0, 30)),
+}
 
 
 def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
@@ -26,7 +30,9 @@ def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
         raise SeglabError(f"ISBI 2012 has splits {', '.join(_SPLITS)}; got '{split}'")
     folder, ids = _SPLITS[split]
     if not (root / folder / "images").is_dir():
-        raise SeglabError(f"{root / folder / 'images'} not found; data.root must be the isbi2012 folder")
+        raise SeglabError(
+            f"{root / folder / 'images'} not found; data.root must be the isbi2012 folder"
+        )
     pairs: list[Pair] = []
     for i in ids:
         img = root / folder / "images" / f"{i:02d}.png"

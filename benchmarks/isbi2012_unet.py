@@ -1,0 +1,76 @@
+"""ISBI 2012 EM membranes: train on slices 00-23, report on 24-29.
+
+    .venv/bin/python benchmarks/isbi2012_unet.py [--minutes 10]
+
+Pixel error = 1 - pixel accuracy over the six validation slices. Adapted Rand error:
+scikit-image's ``adapted_rand_error`` on connected cell regions (4-connected components of
+the "cell" class; membrane pixels are label 0 and, as in the challenge, not scored in the
+ground truth), per slice, averaged. Writes benchmarks/results/isbi2012_unet.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+from _common import ROOT, SHARED, save
+from skimage.measure import label
+from skimage.metrics import adapted_rand_error
+
+from seglab.config import load_config
+from seglab.data.dataset import DatasetDefinition, SegDataset
+from seglab.evaluation.evaluate import evaluate
+from seglab.inference.predictor import Predictor
+from seglab.training.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "work"))
+    args = ap.parse_args()
+    if not (SHARED / "isbi2012").is_dir():
+        sys.exit(f"ISBI 2012 not found at {SHARED / 'isbi2012'}")
+    cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [f"train.max_minutes={args.minutes}"])
+    t0 = time.monotonic()
+    run_dir = train(cfg, __import__("pathlib").Path(args.runs_dir))
+    train_min = (time.monotonic() - t0) / 60
+    metrics, _ = evaluate(run_dir, "val")
+    predictor = Predictor.from_checkpoint(run_dir)
+    ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
+    rand = []
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        pred = predictor.predict(image)
+        are, _, _ = adapted_rand_error(
+            label(mask == 1, connectivity=1), label(pred == 1, connectivity=1)
+        )
+        rand.append(float(are))
+    pixel_error = 1 - metrics["pixel_accuracy"]
+    print(
+        f"ISBI 2012 val (slices 24-29): pixel error {pixel_error:.4f}  "
+        f"adapted Rand error {np.mean(rand):.4f}  mIoU {100 * metrics['mIoU']:.2f}%  "
+        f"(trained {train_min:.1f} min)"
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    save(
+        "isbi2012_unet",
+        {
+            "pixel_error": pixel_error,
+            "adapted_rand_error": float(np.mean(rand)),
+            "adapted_rand_error_per_slice": rand,
+            "mIoU": metrics["mIoU"],
+            "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
+            "train_minutes": round(train_min, 2),
+            "epochs": summary["epochs"],
+            "run_dir": str(run_dir),
+            "config": cfg.model_dump(mode="json"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

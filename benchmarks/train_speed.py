@@ -1,0 +1,122 @@
+"""Training throughput: seglab vs a plain fp32 PyTorch loop, same SMP U-Net-ResNet18, one run.
+
+    .venv/bin/python benchmarks/train_speed.py [--steps 16]
+
+Both train U-Net-ResNet18 (segmentation-models-pytorch, random init) at 256x256, batch 8,
+AdamW, cross-entropy, on CamVid train crops (synthetic images when CamVid is absent).
+
+* plain: the model in fp32, default memory format, a hand-written loop over batches that
+  are already in memory (no loading cost at all: this favours the baseline);
+* seglab: ``seglab.training.train`` end to end (Lightning, bf16 autocast + channels_last,
+  data augmentation in a loader process); the time between consecutive batch ends,
+  which includes any wait for data.
+
+Prints images/s of each (median over steps after warm-up) and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from _common import SHARED, save
+from lightning.pytorch.callbacks import Callback
+
+from seglab.config import config_from_dict
+from seglab.data.synthetic import CLASSES, make_dataset
+from seglab.training.train import train
+
+BATCH, SIZE, WARMUP = 8, 256, 3
+
+
+def data_config(tmp: Path) -> dict:
+    if (SHARED / "camvid").is_dir():
+        return {"format": "camvid", "root": str(SHARED / "camvid")}
+    root = make_dataset(tmp / "synth", n_train=64, n_val=8, n_test=8, size=(360, 480))
+    return {"format": "folder", "root": str(root), "classes": CLASSES}
+
+
+def plain_loop(steps: int, num_classes: int) -> list[float]:
+    torch.manual_seed(0)
+    model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(BATCH, 3, SIZE, SIZE)
+    y = torch.randint(0, num_classes, (BATCH, SIZE, SIZE))
+    times = []
+    for _ in range(steps + WARMUP):
+        t = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return times[WARMUP:]
+
+
+class StepTimer(Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps, self.times, self.last = steps, [], None
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.times.append(now - self.last)
+        self.last = now
+        if len(self.times) >= self.steps + WARMUP:
+            trainer.should_stop = True
+
+
+def seglab_loop(steps: int, data: dict) -> tuple[list[float], str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config_from_dict(
+            {
+                "name": "speed",
+                "data": data,
+                "model": {"name": "unet", "encoder": "resnet18"},
+                "augment": {"crop": [SIZE, SIZE], "hflip": 0.5},
+                "train": {"epochs": 1, "batch_size": BATCH, "val_every": 1},
+            }
+        )
+        timer = StepTimer(steps)
+        run = train(cfg, Path(tmp), callbacks=[timer])
+        precision = (run / "train.log").read_text().split("precision: ", 1)[1].split(" (")[0]
+    return timer.times[WARMUP:], precision
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=16)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = data_config(Path(tmp))
+        plain = plain_loop(args.steps, 11 if data["format"] == "camvid" else 4)
+        ours, precision = seglab_loop(args.steps, data)
+    p_ips = BATCH / statistics.median(plain)
+    s_ips = BATCH / statistics.median(ours)
+    print(f"plain fp32 loop : {p_ips:6.2f} images/s (median of {len(plain)} steps)")
+    print(f"seglab ({precision}): {s_ips:6.2f} images/s (median of {len(ours)} steps)")
+    print(f"ratio           : {s_ips / p_ips:.2f}x")
+    save(
+        "train_speed",
+        {
+            "model": "smp.Unet(resnet18)",
+            "input": [SIZE, SIZE],
+            "batch": BATCH,
+            "data": data["format"],
+            "plain_fp32_images_per_s": round(p_ips, 2),
+            "seglab_images_per_s": round(s_ips, 2),
+            "seglab_precision": precision,
+            "ratio": round(s_ips / p_ips, 2),
+            "plain_step_s": plain,
+            "seglab_step_s": ours,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Shared fixtures: a small synthetic data set, tiny configs, and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seglab.data.synthetic import CLASSES, make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real data set in ../shared/datasets, or skip the test saying why."""
+    p = SHARED / name
+    if not p.is_dir():
+        pytest.skip(f"real data set {name} not found at {p} (see ../shared/datasets/README.md)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    return make_dataset(
+        tmp_path_factory.mktemp("synth"), n_train=16, n_val=6, n_test=6, size=(64, 64), seed=1
+    )
+
+
+def tiny_config(root: Path, **sections) -> dict:
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"format": "folder", "root": str(root), "classes": CLASSES},
+        "model": {
+            "name": "unet",
+            "encoder": "resnet18",
+            "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        },
+        "loss": {"name": "ce+dice"},
+        "augment": {"hflip": 0.5},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 0.003, "num_workers": 0},
+        "inference": {"batch_size": 4},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m seglab ARGS`` and capture its output."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "seglab", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synth_root) -> Path:
+    """One tiny trained run shared by the tests that only read it."""
+    from seglab.config import config_from_dict
+    from seglab.training.train import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    return train(config_from_dict(tiny_config(synth_root, train={"epochs": 3})), runs)

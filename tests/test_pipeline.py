@@ -1,0 +1,135 @@
+"""Train -> run directory -> evaluate -> predict, on a small synthetic data set."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import run_cli, tiny_config, write_config
+
+from seglab.config import config_from_dict
+from seglab.data.dataset import DatasetDefinition, SegDataset
+from seglab.evaluation.evaluate import evaluate
+from seglab.evaluation.metrics import confusion_matrix, metrics_from_confusion
+from seglab.inference.predictor import Predictor
+from seglab.training.train import train
+
+
+def test_run_directory_is_complete(trained_run):
+    files = {p.name for p in trained_run.iterdir()}
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "metrics.csv",
+        "summary.json",
+        "train.log",
+        "checkpoints",
+    } <= files
+    assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    epochs = json.loads((trained_run / "metrics.json").read_text())
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert all(0 <= e["val_mIoU"] <= 1 and e["train_loss"] > 0 for e in epochs)
+    assert len((trained_run / "metrics.csv").read_text().strip().splitlines()) == 4
+    cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config_from_dict(cfg).train.epochs == 3
+    assert "precision:" in (trained_run / "train.log").read_text()
+    # checkpoints hold only tensors and plain data: they load with weights_only
+    ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["meta"]["classes"][0] == "background"
+
+
+def test_training_learns(trained_run):
+    epochs = json.loads((trained_run / "metrics.json").read_text())
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["best_val_mIoU"] > 0.3  # well above chance on 4 classes
+
+
+def test_evaluate_equals_validation_and_predictor(trained_run, synth_root):
+    """One inference path: evaluate on val reproduces the best epoch's validation mIoU, and
+    per-image Predictor masks scored by hand give the same metrics as evaluate."""
+    summary = json.loads((trained_run / "summary.json").read_text())
+    metrics, out = evaluate(trained_run, "val")
+    assert metrics["mIoU"] == pytest.approx(summary["best_val_mIoU"], abs=1e-6)
+    assert (out / "metrics.json").is_file() and (out / "per_class.csv").is_file()
+
+    predictor = Predictor.from_checkpoint(trained_run)
+    cfg = config_from_dict(yaml.safe_load((trained_run / "config.yaml").read_text()))
+    ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
+    cm = sum(
+        confusion_matrix(ds.load(i)[1], predictor.predict(ds.load(i)[0]), 4, 255)
+        for i in range(len(ds))
+    )
+    by_hand = metrics_from_confusion(cm, predictor.meta["classes"])
+    assert by_hand["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-9)
+    np.testing.assert_array_equal(np.array(metrics["confusion_matrix"]), cm)
+
+
+@pytest.mark.parametrize("shape", [(97, 131, 3), (97, 131, 1), (33, 200, 4), (5, 7, 3)])
+def test_predict_any_size_and_channels(trained_run, shape):
+    predictor = Predictor.from_checkpoint(trained_run)
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    mask = predictor.predict(image)
+    assert mask.shape == shape[:2] and mask.dtype == np.uint8 and mask.max() < 4
+
+
+def test_padding_does_not_change_divisible_inputs(trained_run):
+    """Cropping back after padding: the top-left of a padded prediction matches a direct one."""
+    predictor = Predictor.from_checkpoint(trained_run)
+    predictor.precision = "fp32"
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (1, 3, 64, 96))).float()
+    with torch.no_grad():
+        direct = predictor.model(x)
+        via = predictor.logits(x)
+    torch.testing.assert_close(via, direct)
+
+
+def test_scale_policy_returns_input_size(trained_run):
+    predictor = Predictor.from_checkpoint(trained_run)
+    predictor.scale = 0.5
+    out = predictor.logits(torch.zeros(2, 3, 75, 101))
+    assert out.shape == (2, 4, 75, 101)
+
+
+def test_predict_cli_writes_masks_and_overlays(tmp_path, trained_run, synth_root):
+    src = synth_root / "images" / "test_0022.png"
+    img = cv2.imread(str(src))
+    odd = cv2.resize(img, (131, 97))
+    cv2.imwrite(str(tmp_path / "odd.jpg"), odd)
+    proc = run_cli("predict", trained_run, src, tmp_path / "odd.jpg", "--out", tmp_path / "p")
+    assert proc.returncode == 0, proc.stderr
+    mask = cv2.imread(str(tmp_path / "p" / "odd_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (97, 131) and mask.dtype == np.uint8 and mask.max() < 4
+    ov = cv2.imread(str(tmp_path / "p" / "odd_overlay.png"))
+    assert ov.shape == (97, 131, 3)
+    m2 = cv2.imread(str(tmp_path / "p" / "test_0022_mask.png"), cv2.IMREAD_UNCHANGED)
+    expected = Predictor.from_checkpoint(trained_run).predict_file(src)[1]
+    np.testing.assert_array_equal(m2, expected)
+
+
+def test_new_run_never_overwrites_and_seed_repeats(tmp_path, synth_root):
+    cfg = config_from_dict(tiny_config(synth_root, train={"epochs": 1}))
+    a = train(cfg, tmp_path)
+    b = train(cfg, tmp_path)
+    assert a.name == "tiny" and b.name == "tiny-2"
+    ma = json.loads((a / "metrics.json").read_text())[0]
+    mb = json.loads((b / "metrics.json").read_text())[0]
+    assert ma["train_loss"] == mb["train_loss"] and ma["val_mIoU"] == mb["val_mIoU"]
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
+    path = write_config(tmp_path / "c.yaml", tiny_config(synth_root, train={"epochs": 1}))
+    proc = run_cli("train", path, "--runs-dir", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "tiny"
+    first_best = (run / "checkpoints" / "last.ckpt").read_bytes()
+    proc = run_cli("train", "--resume", run, "--set", "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    epochs = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() != first_best
+    assert not (tmp_path / "runs" / "tiny-2").exists()
