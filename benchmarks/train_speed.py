@@ -41,21 +41,64 @@ def data_config(tmp: Path) -> dict:
     return {"format": "folder", "root": str(root), "classes": CLASSES}
 
 
-def plain_loop(steps: int, num_classes: int) -> list[float]:
+def plain_loop(
+    steps: int,
+    num_classes: int,
+    size: tuple[int, int] = (SIZE, SIZE),
+    bf16: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> list[float]:
+    """A hand-written training loop on in-memory batches; seconds per step after warm-up."""
     torch.manual_seed(0)
     model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=num_classes)
+    x = torch.rand(BATCH, 3, *size) * 4 - 2
+    y = torch.randint(0, num_classes, (BATCH, *size))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.rand(BATCH, 3, SIZE, SIZE)
-    y = torch.randint(0, num_classes, (BATCH, SIZE, SIZE))
+    fwd = torch.compile(model) if compile else model
     times = []
     for _ in range(steps + WARMUP):
         t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = fwd(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
     return times[WARMUP:]
+
+
+def breakdown(steps: int) -> list[dict]:
+    """Where the speed comes from: the plain loop with each CPU setting, and input sizes."""
+    rows = []
+    variants = [
+        ("fp32", (SIZE, SIZE), {}),
+        ("fp32 + channels_last", (SIZE, SIZE), {"channels_last": True}),
+        ("bf16 + channels_last", (SIZE, SIZE), {"bf16": True, "channels_last": True}),
+        (
+            "bf16 + channels_last + torch.compile",
+            (SIZE, SIZE),
+            {"bf16": True, "channels_last": True, "compile": True},
+        ),
+        ("bf16 + channels_last", (352, 480), {"bf16": True, "channels_last": True}),
+        ("bf16 + channels_last", (176, 240), {"bf16": True, "channels_last": True}),
+    ]
+    for name, size, kw in variants:
+        t = statistics.median(plain_loop(steps, 11, size, **kw))
+        rows.append(
+            {
+                "variant": name,
+                "size": list(size),
+                "step_s": round(t, 3),
+                "images_per_s": round(BATCH / t, 2),
+            }
+        )
+        print(f"  {name:38s} {size[0]}x{size[1]}: {t:6.3f} s/step {BATCH / t:6.2f} images/s")
+    return rows
 
 
 class StepTimer(Callback):
@@ -91,6 +134,11 @@ def seglab_loop(steps: int, data: dict) -> tuple[list[float], str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the plain loop per CPU setting and input size",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = data_config(Path(tmp))

@@ -29,7 +29,7 @@ def test_camvid_reader_resolves_list_files():
     assert d.num_classes == 11 and d.ignore_index == 11
     pairs = d.pairs("test")
     assert len(pairs) == 233 and len(d.pairs("train")) == 367 and len(d.pairs("val")) == 101
-    img, mask = pairs[0]
+    img, mask, _ = pairs[0]
     assert img.parent == root / "test" and mask.parent == root / "testannot"
     ds = SegDataset(d, "val", cache=False)
     image, m = ds.load(0)
@@ -71,7 +71,7 @@ def test_isbi2012_fixed_split():
     assert [p[0].stem for p in val] == [f"{i:02d}" for i in range(24, 30)]
     image, mask = SegDataset(d, "val", cache=False).load(0)
     assert image.shape == (512, 512, 1) and set(np.unique(mask)) <= {0, 1}
-    assert all(m is None for _, m in d.pairs("test"))
+    assert all(it.mask is None for it in d.pairs("test"))
 
 
 def test_augmentation_moves_image_and_mask_together():

@@ -22,9 +22,9 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the data set is and how to read it."""
 
-    format: Literal["folder", "camvid", "isbi2012"] = Field(
-        description="dataset layout: folder (images/ + masks/), camvid (SegNet layout), isbi2012"
-    )
+    format: Literal[
+        "folder", "camvid", "isbi2012", "voc", "cityscapes", "ade20k", "coco", "dsb2018"
+    ] = Field(description="dataset layout (see the README's data layouts)")
     root: Path = Field(
         description="dataset folder; relative paths are resolved from the config file"
     )

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seglab.config import DataConfig
-from seglab.data.formats import Pair, get_format
+from seglab.data.formats import Item, get_format
 from seglab.data.io import adapt_channels, check_mask, read_image, read_mask
 from seglab.errors import SeglabError
 
@@ -95,7 +95,7 @@ class DatasetDefinition:
             list(std),
         )
 
-    def pairs(self, split: str) -> list[Pair]:
+    def pairs(self, split: str) -> list[Item]:
         """The (image, mask) files of ``split``; raises when the split is empty."""
         pairs = get_format(self.format).list_split(self.root, split, self.splits.get(split))
         if not pairs:
@@ -136,7 +136,7 @@ class SegDataset(Dataset):
         self.split = split
         self.pairs = definition.pairs(split)
         if require_masks:
-            missing = [img for img, m in self.pairs if m is None]
+            missing = [it.image for it in self.pairs if it.mask is None]
             if missing:
                 raise SeglabError(
                     f"split '{split}' has no masks (e.g. for {missing[0]}); "
@@ -154,13 +154,14 @@ class SegDataset(Dataset):
         """Decode and validate pair ``i``: (H x W x C uint8 image, H x W uint8 mask or None)."""
         if self._cache is not None:
             return self._cache[i]
-        img_path, mask_path = self.pairs[i]
+        item = self.pairs[i]
         d = self.definition
-        img = adapt_channels(read_image(img_path), d.in_channels, img_path)
-        if mask_path is None:
+        img = adapt_channels(read_image(item.image), d.in_channels, item.image)
+        if item.mask is None:
             return img, None
-        mask = read_mask(mask_path)
-        check_mask(mask, img.shape, d.num_classes, d.ignore_index, mask_path, img_path)
+        reader = getattr(get_format(d.format), "read_mask", None)
+        mask = reader(item, d) if reader else read_mask(item.mask)
+        check_mask(mask, img.shape, d.num_classes, d.ignore_index, item.mask, item.image)
         return img, mask
 
     def __getitem__(self, i: int) -> dict:

@@ -1,14 +1,23 @@
-"""One module per dataset layout. Each provides ``DEFAULTS`` and ``list_split(root, split, spec)``.
+"""One module per dataset layout.
 
-``list_split`` returns (image path, mask path or None) pairs; readers do not decide training
-policy (see the README's design section).
+A format module provides
+
+* ``DEFAULTS``: a :class:`FormatDefaults` (class names, colours, ignore index, channels);
+* ``list_split(root, split, spec) -> list[Item]``: the items of a split;
+* optionally ``read_mask(item, definition) -> H x W uint8`` when its masks are not plain
+  index images (palette PNGs, id mappings, colour codes, annotations in a JSON file);
+  the default is :func:`seglab.data.io.read_mask` on ``item.mask``.
+
+Readers turn a layout into Samples; they do not decide training policy.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -19,10 +28,20 @@ class FormatDefaults:
     in_channels: int = 3
 
 
-Pair = tuple[Path, Path | None]
+class Item(NamedTuple):
+    """One sample of a split: its image file, the file its mask comes from (None when the
+    split is unlabelled) and a format-specific reference (e.g. a COCO image id)."""
+
+    image: Path
+    mask: Path | None
+    ref: Any = None
+
+
+FORMATS = ("folder", "camvid", "isbi2012", "voc", "cityscapes", "ade20k", "coco", "dsb2018")
 
 
 def get_format(name: str) -> ModuleType:
-    from seglab.data.formats import camvid, folder, isbi2012
-
-    return {"folder": folder, "camvid": camvid, "isbi2012": isbi2012}[name]
+    """The module of format ``name`` (``seglab/data/formats/<name>.py``)."""
+    if name not in FORMATS:
+        raise KeyError(name)
+    return importlib.import_module(f"seglab.data.formats.{name}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seglab.data.formats import FormatDefaults, Pair
+from seglab.data.formats import FormatDefaults, Item
 from seglab.errors import SeglabError
 
 DEFAULTS = FormatDefaults(
@@ -48,7 +48,7 @@ def _tail(p: str, root: Path) -> Path:
     return root.joinpath(*parts[-2:])
 
 
-def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
+def list_split(root: Path, split: str, spec: str | None = None) -> list[Item]:
     list_file = root / (spec or f"{split}.txt")
     if list_file.is_file():
         pairs = []
@@ -58,7 +58,7 @@ def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
             fields = line.split()
             if len(fields) != 2:
                 raise SeglabError(f"{list_file}: line {line!r} should be 'IMAGE MASK'")
-            pairs.append((_tail(fields[0], root), _tail(fields[1], root)))
+            pairs.append(Item(_tail(fields[0], root), _tail(fields[1], root)))
         return pairs
     img_dir = root / split
     if not img_dir.is_dir():
@@ -66,4 +66,4 @@ def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
             f"CamVid split '{split}' not found: neither {list_file} nor {img_dir}/ exists; "
             "check data.root"
         )
-    return [(p, root / f"{split}annot" / p.name) for p in sorted(img_dir.glob("*.png"))]
+    return [Item(p, root / f"{split}annot" / p.name) for p in sorted(img_dir.glob("*.png"))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seglab.data.formats import FormatDefaults, Pair
+from seglab.data.formats import FormatDefaults, Item
 from seglab.data.io import IMAGE_SUFFIXES
 from seglab.errors import SeglabError
 
@@ -29,19 +29,19 @@ def _index(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _pairs(img_dir: Path, mask_dir: Path, stems: list[str] | None, where: str) -> list[Pair]:
+def _pairs(img_dir: Path, mask_dir: Path, stems: list[str] | None, where: str) -> list[Item]:
     images, masks = _index(img_dir), _index(mask_dir)
     if stems is None:
         stems = list(images)
-    pairs: list[Pair] = []
+    pairs: list[Item] = []
     for s in stems:
         if s not in images:
             raise SeglabError(f"{where}: no image with stem '{s}' in {img_dir}; fix the split list")
-        pairs.append((images[s], masks.get(s, mask_dir / f"{s}.png")))
+        pairs.append(Item(images[s], masks.get(s, mask_dir / f"{s}.png")))
     return pairs
 
 
-def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
+def list_split(root: Path, split: str, spec: str | None = None) -> list[Item]:
     candidates = [root / spec] if spec else [root / f"{split}.txt", root / "images" / split]
     for c in candidates:
         if c.is_file():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seglab.data.formats import FormatDefaults, Pair
+from seglab.data.formats import FormatDefaults, Item
 from seglab.errors import SeglabError
 
 DEFAULTS = FormatDefaults(
@@ -25,7 +25,7 @@ _SPLITS = {
 }
 
 
-def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
+def list_split(root: Path, split: str, spec: str | None = None) -> list[Item]:
     if split not in _SPLITS:
         raise SeglabError(f"ISBI 2012 has splits {', '.join(_SPLITS)}; got '{split}'")
     folder, ids = _SPLITS[split]
@@ -33,9 +33,9 @@ def list_split(root: Path, split: str, spec: str | None = None) -> list[Pair]:
         raise SeglabError(
             f"{root / folder / 'images'} not found; data.root must be the isbi2012 folder"
         )
-    pairs: list[Pair] = []
+    pairs: list[Item] = []
     for i in ids:
         img = root / folder / "images" / f"{i:02d}.png"
         mask = root / folder / "masks" / f"{i:02d}.png"
-        pairs.append((img, mask if folder == "train" else None))
+        pairs.append(Item(img, mask if folder == "train" else None))
     return pairs
