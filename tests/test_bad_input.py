@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from conftest import run_cli, tiny_config, write_config
 
@@ -129,7 +130,7 @@ def test_predict_wrong_channels_and_corrupt_files_keep_good_outputs(
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(synth_root / "images" / "test_0022.png", inputs / "good.png")
-    cv2.imwrite(str(inputs / "two_channel.tiff"), np.zeros((20, 30, 2), np.uint8))
+    tifffile.imwrite(inputs / "two_channel.tiff", np.zeros((2, 20, 30), np.uint8))
     (inputs / "corrupt.png").write_bytes(b"nope")
     out = tmp_path / "out"
     out.mkdir()

@@ -64,3 +64,36 @@ def test_shipped_configs_validate(name):
 
     cfg = load_config(ROOT / "configs" / name)
     assert cfg.data.root.name in ("camvid", "isbi2012")
+
+
+def test_readme_config_reference_lists_every_key():
+    """The README's config reference is a valid config and names every key of every section."""
+    import re
+
+    from conftest import ROOT
+
+    from seglab.config import Config
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Config reference.*?```yaml\n(.*?)```", text, re.S).group(1)
+    raw = yaml.safe_load(block)
+    Config.model_validate(raw)  # every key in the reference exists, with a valid value
+
+    def keys(model, prefix=""):
+        out = set()
+        for name, field in model.model_fields.items():
+            out.add(prefix + name)
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                out |= keys(ann, f"{prefix}{name}.")
+        return out
+
+    def present(d, prefix=""):
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict) and k not in ("splits", "options"):
+                out |= present(v, f"{prefix}{k}.")
+        return out
+
+    assert keys(Config) == present(raw)

@@ -50,5 +50,8 @@ def add_file_log(path: Path) -> logging.Handler:
     h = logging.FileHandler(path)
     h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     for name in ("seglab", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).addHandler(h)
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:  # the run log records INFO even when used as a library
+            logger.setLevel(logging.INFO)
+        logger.addHandler(h)
     return h

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from seglab.config import DataConfig
 from seglab.data.formats import Item, get_format
+from seglab.data.formats.folder import classes_from_root
 from seglab.data.io import adapt_channels, check_mask, read_image, read_mask
 from seglab.errors import SeglabError
 
@@ -56,18 +57,27 @@ class DatasetDefinition:
     def from_config(cls, cfg: DataConfig) -> DatasetDefinition:
         fmt = get_format(cfg.format)
         d = fmt.DEFAULTS
-        classes = cfg.classes or d.classes
+        from_data = getattr(fmt, "dataset_classes", None)  # e.g. COCO: the JSON's categories
+        classes = (
+            cfg.classes or (from_data(cfg.root, cfg.splits) if from_data else None) or d.classes
+        )
         if not classes:
             raise SeglabError(
-                "data.classes is required for the folder format, e.g. [background, cell]"
+                "data.classes is required for the folder format, e.g. [background, cell], "
+                "or a classes.csv / classes.json in data.root"
             )
         if len(classes) < 2:
             raise SeglabError(
                 "data.classes: need at least 2 classes (e.g. [background, foreground])"
             )
-        colors = cfg.colors or (
-            d.colors if len(d.colors) == len(classes) else default_palette(len(classes))
-        )
+        root_classes = classes_from_root(cfg.root) if cfg.format == "folder" else None
+        root_colors = dict(zip(*root_classes, strict=True)) if root_classes else {}
+        if cfg.colors:
+            colors = cfg.colors
+        elif root_colors and all(c in root_colors for c in classes):
+            colors = [root_colors[c] for c in classes]
+        else:
+            colors = d.colors if len(d.colors) == len(classes) else default_palette(len(classes))
         if len(colors) != len(classes):
             raise SeglabError(f"data.colors has {len(colors)} entries for {len(classes)} classes")
         ignore = cfg.ignore_index if "ignore_index" in cfg.model_fields_set else d.ignore_index

@@ -7,30 +7,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from seglab.data.imageio_ext import read_image_any
 from seglab.errors import SeglabError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``H x W x C`` uint8 RGB (or grey, C=1; or RGBA, C=4)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SeglabError(f"image {path} is missing; restore it or remove it from the split")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise SeglabError(f"image {path} cannot be decoded (corrupt or unsupported); replace it")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        return img[:, :, None]
-    if img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    return img
+    """Read an image as ``H x W x C`` uint8 (grey C=1, RGB, RGBA, or more channels).
+
+    PNG, JPEG, WebP, BMP (OpenCV), GIF (Pillow, first frame), 8/16-bit and multi-channel
+    TIFF (tifffile); 16-bit data is scaled to 8 bits.
+    """
+    return read_image_any(path)
 
 
 def adapt_channels(img: np.ndarray, channels: int, path: str | Path = "<image>") -> np.ndarray:

@@ -107,7 +107,7 @@ def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.T
         accelerator="cpu",
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy="ddp" if distributed else "auto",
+        strategy="ddp_find_unused_parameters_true" if distributed else "auto",
         precision="bf16-mixed" if precision == "bf16" else "32-true",
         max_epochs=t.epochs,
         check_val_every_n_epoch=t.val_every,
@@ -152,7 +152,8 @@ def train(
         run_dir = Path(os.environ[RUN_ENV])
     else:
         run_dir = new_run_dir(runs_dir, cfg.name)
-    os.environ[RUN_ENV] = str(run_dir)
+    previous_env = os.environ.get(RUN_ENV)
+    os.environ[RUN_ENV] = str(run_dir)  # for DDP workers started by trainer.fit; restored below
     rank0 = (
         int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     )
@@ -196,6 +197,10 @@ def train(
     try:
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     finally:
+        if previous_env is None:
+            os.environ.pop(RUN_ENV, None)
+        else:
+            os.environ[RUN_ENV] = previous_env
         if handler:
             for name in ("seglab", "lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).removeHandler(handler)

@@ -1,0 +1,182 @@
+"""check_dataset: one of each fault planted -> each reported with its file and kind, nothing
+else; clean data sets (synthetic, CamVid, ISBI 2012) -> no problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_dataset
+
+from seglab.config import DataConfig
+from seglab.data.checks import KINDS, Problem, check_dataset, summarize
+from seglab.data.dataset import DatasetDefinition
+
+CLASSES = ["bg", "a", "b"]
+COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
+S = 64
+RNG = np.random.default_rng(0)
+
+
+def definition(root: Path, fmt: str = "folder", **kw) -> DatasetDefinition:
+    if fmt == "folder":
+        kw = {"classes": CLASSES, "colors": COLORS, **kw}
+    return DatasetDefinition.from_config(DataConfig(format=fmt, root=root, **kw))
+
+
+def _image(root: Path, stem: str, size: tuple[int, int] = (S, S)) -> Path:
+    p = root / "images" / f"{stem}.png"
+    cv2.imwrite(str(p), RNG.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return p
+
+
+def _mask(root: Path, stem: str, size: tuple[int, int] = (S, S), value: int | None = None) -> Path:
+    p = root / "masks" / f"{stem}.png"
+    m = RNG.integers(0, 3, size).astype(np.uint8)
+    if value is not None:
+        m[0, 0] = value
+    cv2.imwrite(str(p), m)
+    return p
+
+
+def clean_folder(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(6):
+        _image(root, f"t{i}")
+        _mask(root, f"t{i}")
+    for i in range(2):
+        _image(root, f"v{i}")
+        _mask(root, f"v{i}")
+    # an RGB colour-coded mask with known colours, and an ignored pixel in an index mask
+    _image(root, "colour")
+    rgb = np.array(COLORS, np.uint8)[RNG.integers(0, 3, (S, S))]
+    cv2.imwrite(str(root / "masks" / "colour.png"), rgb[..., ::-1])
+    _image(root, "ignored")
+    _mask(root, "ignored", value=255)
+    (root / "train.txt").write_text("\n".join([*(f"t{i}" for i in range(6)), "colour", "ignored"]))
+    (root / "val.txt").write_text("v0\nv1\n")
+    return root
+
+
+@pytest.fixture
+def faulty(tmp_path) -> tuple[Path, set[tuple[str, str]]]:
+    """A folder data set with one of each fault; returns it and the expected (file, kind)."""
+    root = clean_folder(tmp_path / "faulty")
+    img, msk = root / "images", root / "masks"
+    expected = set()
+    _image(root, "badimg")
+    (img / "badimg.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    _mask(root, "badimg")
+    expected.add((str(img / "badimg.png"), "unreadable_image"))
+    _image(root, "badmask")
+    (msk / "badmask.png").write_bytes(b"garbage")
+    expected.add((str(msk / "badmask.png"), "unreadable_mask"))
+    _image(root, "wrongsize")
+    _mask(root, "wrongsize", size=(S // 2, S))
+    expected.add((str(msk / "wrongsize.png"), "size_mismatch"))
+    _image(root, "stray")
+    _mask(root, "stray", value=7)
+    expected.add((str(msk / "stray.png"), "undeclared_value"))
+    _image(root, "unknown")
+    rgb = np.array(COLORS, np.uint8)[RNG.integers(0, 3, (S, S))]
+    rgb[5, 5:9] = (10, 20, 30)
+    cv2.imwrite(str(msk / "unknown.png"), rgb[..., ::-1])
+    expected.add((str(msk / "unknown.png"), "unknown_color"))
+    _image(root, "nomask")
+    expected.add((str(msk / "nomask.png"), "missing_mask"))
+    _mask(root, "orphan")
+    expected.add((str(msk / "orphan.png"), "orphan_mask"))
+    _image(root, "small", size=(S // 10, S // 10))
+    _mask(root, "small", size=(S // 10, S // 10))
+    expected.add((str(img / "small.png"), "size_outlier"))
+    (root / "test.txt").write_text("\n")
+    expected.add((str(root / "test.txt"), "empty_split"))
+    stems = ["badimg", "badmask", "wrongsize", "stray", "unknown", "nomask", "small"]
+    with (root / "train.txt").open("a") as f:
+        f.write("\n" + "\n".join(stems) + "\n")
+    return root, expected
+
+
+def test_every_planted_fault_is_reported_once(faulty):
+    root, expected = faulty
+    seen = []
+    problems = check_dataset(definition(root), progress=lambda it: seen.extend(it) or seen)
+    got = [(p.file, p.kind) for p in problems]
+    assert sorted(got) == sorted(expected)
+    assert len(seen) == 8 + 7 + 2  # train (clean + faulty) and val samples, each once
+    for p in problems:
+        assert isinstance(p, Problem) and p.kind in KINDS
+        assert Path(p.file).name.split(".")[0] in p.message and "\n" not in p.message
+    unknown = next(p for p in problems if p.kind == "unknown_color")
+    assert "(10,20,30) on 4 pixels" in unknown.message
+    summary = summarize(problems)
+    assert summary.splitlines()[0] == f"{len(expected)} problems:"
+    assert "  size_mismatch: 1" in summary and "  orphan_mask: 1" in summary
+
+
+def test_clean_folder_has_no_problems(tmp_path, synth_root):
+    assert check_dataset(definition(clean_folder(tmp_path / "clean"))) == []
+    d = DatasetDefinition.from_config(
+        DataConfig(format="folder", root=synth_root, classes=["bg", "c", "r", "t"])
+    )
+    assert check_dataset(d) == []
+    assert summarize([]) == "no problems found"
+
+
+def test_listing_problems(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    _image(root, "dup")
+    _mask(root, "dup")
+    cv2.imwrite(str(root / "masks" / "dup.bmp"), np.zeros((S, S), np.uint8))
+    (root / "val.txt").write_text("v0\nv1\nghost\n")
+    (root / "images" / "v1.png").unlink()
+    (root / "train.txt").write_text((root / "train.txt").read_text() + "\ndup\n")
+    got = {(p.file, p.kind) for p in check_dataset(definition(root))}
+    assert got == {
+        (str(root / "masks" / "dup.png"), "duplicate_stem"),
+        (str(root / "val.txt"), "unreadable_image"),  # lists v1 and ghost: no such images
+        (str(root / "masks" / "v1.png"), "orphan_mask"),
+    }
+    msgs = [p.message for p in check_dataset(definition(root)) if p.kind == "unreadable_image"]
+    assert len(msgs) == 2 and "'ghost'" in msgs[1]
+
+
+def test_missing_splits(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    problems = check_dataset(definition(root))
+    assert [(p.file, p.kind) for p in problems] == [(str(root), "missing_split")]
+    clean = clean_folder(tmp_path / "c")
+    [p] = check_dataset(definition(clean), splits=["train", "holdout"])
+    assert p.kind == "missing_split" and "holdout" in p.message
+
+
+def test_unlabelled_split_without_masks_folder(tmp_path):
+    root = clean_folder(tmp_path / "d")
+    (root / "images" / "test").mkdir()
+    _image(root, "test/x")
+    _image(root, "test/y")
+    [p] = check_dataset(definition(root))
+    assert (p.file, p.kind) == (str(root / "masks" / "test"), "missing_mask")
+    assert "2 images" in p.message
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("camvid", "camvid"), ("isbi2012", "isbi2012"), ("tiny_coco", "coco")],
+)
+def test_shared_datasets_are_clean(name, fmt):
+    root = shared_dataset(name)
+    assert check_dataset(definition(root, fmt)) == []
+
+
+def test_dsb2018_only_flags_its_largest_images():
+    """DSB 2018 is clean but mixes 256x256 and 1388x1040 images: the latter are > 16x the
+    median area of train, so they are (rightly, by the rule) reported as size outliers."""
+    root = shared_dataset("dsb2018")
+    problems = check_dataset(definition(root, "dsb2018"))
+    assert problems and {p.kind for p in problems} == {"size_outlier"}
+    assert all(" is 1388x1040, " in p.message for p in problems)

@@ -1,0 +1,303 @@
+"""``fetch`` against a loopback HTTP server (with Range support) serving archives built here."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import socket
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from seglab.config import load_config
+from seglab.data import fetch as fetch_mod
+from seglab.data.dataset import DatasetDefinition, SegDataset
+from seglab.data.fetch import REGISTRY, Source, fetch
+from seglab.errors import SeglabError
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        srv = self.server
+        rng = self.headers.get("Range")
+        srv.requests.append((self.path, rng))
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404, "Not Found")
+            return
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if m and srv.ranges:
+            start = int(m.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            body = data[start:]
+        else:
+            self.send_response(200)
+            body = data
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.files, srv.requests, srv.ranges = {}, [], True
+    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def _camvid_zip(root: str, rng) -> tuple[bytes, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w") as zf:
+        zf.writestr(root.split("/")[0] + "/", b"")
+        for split in ("train", "val", "test"):
+            for k in range(2):
+                img = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+                mask = rng.integers(0, 12, (12, 16), dtype=np.uint8)
+                arrays[f"{split}/{k}"] = img
+                arrays[f"{split}annot/{k}"] = mask
+                zf.writestr(f"{root}/{split}/{k}.png", _png(img[..., ::-1]))
+                zf.writestr(f"{root}/{split}annot/{k}.png", _png(mask))
+    return bio.getvalue(), arrays
+
+
+def _serve(srv, src: Source, data: bytes) -> None:
+    srv.files[urlsplit(src.urls[0]).path] = data
+
+
+def _patch(monkeypatch, name: str, **changes) -> Source:
+    src = dataclasses.replace(REGISTRY[name], **changes)
+    monkeypatch.setitem(REGISTRY, name, src)
+    return src
+
+
+def test_fetch_zip_verifies_extracts_and_writes_yaml(server, monkeypatch, tmp_path):
+    root = REGISTRY["camvid"].root
+    data, arrays = _camvid_zip(root, np.random.default_rng(0))
+    src = _patch(monkeypatch, "camvid", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    _serve(server, src, data)
+    seen = []
+    y = fetch("camvid", tmp_path, url_base=server.base, progress=lambda *a: seen.append(a))
+    assert y == tmp_path / "camvid" / "dataset.yaml"
+    assert ("download camvid", len(data), len(data)) in seen
+    assert server.requests == [(urlsplit(src.urls[0]).path, None)]
+    cfg = load_config(y)
+    assert cfg.data.format == "camvid" and cfg.data.root == tmp_path / "camvid" / root
+    d = DatasetDefinition.from_config(cfg.data)
+    img, mask = SegDataset(d, "val", cache=False).load(1)
+    assert np.array_equal(img, arrays["val/1"]) and np.array_equal(mask, arrays["valannot/1"])
+    assert not (tmp_path / "camvid" / src.filename).exists()
+    assert not list((tmp_path / "camvid").glob("*.part"))
+    # a second call finds dataset.yaml and does not download again
+    assert fetch("camvid", tmp_path, url_base=server.base) == y
+    assert len(server.requests) == 1
+
+
+def test_fetch_tar_gz_folder_layout_keeps_existing_files(server, monkeypatch, tmp_path):
+    rng = np.random.default_rng(1)
+    bio = io.BytesIO()
+    masks = {}
+    with tarfile.open(fileobj=bio, mode="w:gz") as tf:
+        for stem in ("a", "b", "c"):
+            mask = rng.integers(0, 3, (10, 10), dtype=np.uint8)
+            masks[stem] = mask
+            for sub, payload in (
+                ("images", _png(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8))),
+                ("masks", _png(mask)),
+            ):
+                info = tarfile.TarInfo(f"tiny/{sub}/{stem}.png")
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+        lst = b"a\nb\n"
+        info = tarfile.TarInfo("tiny/train.txt")
+        info.size = len(lst)
+        tf.addfile(info, io.BytesIO(lst))
+    data = bio.getvalue()
+    src = Source(
+        name="tiny",
+        title="tiny test set",
+        urls=("https://example.invalid/files/tiny.tar.gz",),
+        filename="tiny.tar.gz",
+        archive="tar.gz",
+        format="folder",
+        root="tiny",
+        sha256=hashlib.sha256(data).hexdigest(),
+        data={"classes": ["bg", "x", "y"]},
+    )
+    monkeypatch.setitem(REGISTRY, "tiny", src)
+    _serve(server, src, data)
+    existing = tmp_path / "tiny" / "tiny" / "masks" / "c.png"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"mine")
+    y = fetch("tiny", tmp_path, url_base=server.base, keep_archive=True)
+    assert existing.read_bytes() == b"mine"
+    assert (tmp_path / "tiny" / "tiny.tar.gz").read_bytes() == data
+    d = DatasetDefinition.from_config(load_config(y).data)
+    assert d.classes == ["bg", "x", "y"]
+    ds = SegDataset(d, "train", cache=False)
+    assert [it.image.stem for it in ds.pairs] == ["a", "b"]
+    assert np.array_equal(ds.load(1)[1], masks["b"])
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_fetch_resumes_partial_download(server, monkeypatch, tmp_path, ranges):
+    server.ranges = ranges
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(2))
+    src = _patch(monkeypatch, "camvid", sha256=hashlib.sha256(data).hexdigest())
+    _serve(server, src, data)
+    dest = tmp_path / "camvid"
+    dest.mkdir()
+    cut = len(data) // 3
+    # with Range support only the tail is sent; garbage in the prefix would fail the checksum
+    (dest / f"{src.filename}.part").write_bytes(data[:cut])
+    y = fetch("camvid", tmp_path, url_base=server.base)
+    assert server.requests == [(urlsplit(src.urls[0]).path, f"bytes={cut}-")]
+    assert y.is_file() and not (dest / f"{src.filename}.part").exists()
+
+
+def test_fetch_part_already_complete(server, monkeypatch, tmp_path):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(3))
+    src = _patch(monkeypatch, "camvid", sha256=hashlib.sha256(data).hexdigest())
+    _serve(server, src, data)
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "camvid" / f"{src.filename}.part").write_bytes(data)
+    assert fetch("camvid", tmp_path, url_base=server.base).is_file()
+    assert server.requests[0][1] == f"bytes={len(data)}-"
+
+
+def test_fetch_wrong_checksum_deletes_download(server, monkeypatch, tmp_path):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(4))
+    src = _patch(monkeypatch, "camvid", sha256="0" * 64)
+    _serve(server, src, data)
+    with pytest.raises(SeglabError) as err:
+        fetch("camvid", tmp_path, url_base=server.base)
+    msg = str(err.value)
+    assert "sha256" in msg and "0" * 64 in msg and "deleted" in msg and "\n" not in msg
+    assert [p for p in (tmp_path / "camvid").rglob("*") if p.is_file()] == []
+
+
+def test_fetch_wrong_size_and_md5(server, monkeypatch, tmp_path):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(5))
+    src = _patch(monkeypatch, "camvid", size=len(data) + 1)
+    _serve(server, src, data)
+    with pytest.raises(SeglabError, match=f"has {len(data)} bytes but {len(data) + 1}"):
+        fetch("camvid", tmp_path, url_base=server.base)
+    _patch(monkeypatch, "camvid", md5="f" * 32)
+    with pytest.raises(SeglabError, match="md5"):
+        fetch("camvid", tmp_path, url_base=server.base)
+    assert not list((tmp_path / "camvid").iterdir())
+
+
+def test_fetch_unreachable_host_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("no_proxy", "*")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    with pytest.raises(SeglabError) as err:
+        fetch("voc2012", tmp_path, url_base=base)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(
+        f"cannot download voc2012 from {base}/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar ("
+    )
+    assert f"download it by hand into {tmp_path / 'voc2012'}" in msg
+    assert msg.endswith("or check the network")
+
+
+def test_fetch_http_error_and_unknown_name(server, tmp_path):
+    with pytest.raises(SeglabError, match=r"cannot download ade20k from .*\(HTTP 404 Not Found\)"):
+        fetch("ade20k", tmp_path, url_base=server.base)
+    with pytest.raises(SeglabError, match="unknown data set 'nope'; available: camvid"):
+        fetch("nope", tmp_path)
+
+
+def test_fetch_rejects_path_traversal(server, monkeypatch, tmp_path):
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w") as zf:
+        zf.writestr("ok/a.txt", b"a")
+        zf.writestr("../evil.txt", b"evil")
+    src = _patch(monkeypatch, "dsb2018", sha256=None, size=None)
+    _serve(server, src, bio.getvalue())
+    with pytest.raises(SeglabError, match="unsafe path '../evil.txt'"):
+        fetch("dsb2018", tmp_path / "data", url_base=server.base)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "data" / "evil.txt").exists()
+    assert not (tmp_path / "data" / "dsb2018" / "ok").exists()  # zip members checked first
+
+
+def test_fetch_isbi2012_converts_tiff_stacks(server, monkeypatch, tmp_path):
+    rng = np.random.default_rng(6)
+    vol = rng.integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    lab = np.where(rng.random((3, 16, 16)) > 0.3, 255, 0).astype(np.uint8)
+    test = rng.integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w") as zf:
+        for name, arr in (("train-volume", vol), ("train-labels", lab), ("test-volume", test)):
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, arr)
+            zf.writestr(f"ISBI-2012-challenge/{name}.tif", buf.getvalue())
+    src = _patch(monkeypatch, "isbi2012")
+    _serve(server, src, bio.getvalue())
+    y = fetch("isbi2012", tmp_path, url_base=server.base)
+    root = load_config(y).data.root
+    assert root == tmp_path / "isbi2012"
+    for i in range(3):
+        assert np.array_equal(cv2.imread(str(root / f"train/images/{i:02d}.png"), 0), vol[i])
+        m = cv2.imread(str(root / f"train/masks/{i:02d}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(m, (lab[i] == 255).astype(np.uint8))
+    assert sorted(p.name for p in (root / "test/images").iterdir()) == ["00.png", "01.png"]
+
+
+def test_registry_entries_are_complete():
+    for name, src in REGISTRY.items():
+        assert src.name == name and src.urls and src.filename and src.root
+        assert src.archive in ("zip", "tar", "tar.gz")
+        assert src.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", src.sha256)
+        assert all(u.startswith(("http://", "https://")) for u in src.urls)
+    assert fetch_mod._with_base("http://a.org/x/y.tar?z=1", "http://127.0.0.1:9/m/") == (
+        "http://127.0.0.1:9/m/x/y.tar?z=1"
+    )
+
+
+def test_fetch_uses_archive_placed_by_hand(tmp_path, monkeypatch):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(7))
+    src = _patch(monkeypatch, "camvid", sha256=hashlib.sha256(data).hexdigest())
+    (tmp_path / "camvid").mkdir()
+    (tmp_path / "camvid" / src.filename).write_bytes(data)
+    # no server at all: the archive is used as is
+    y = fetch("camvid", tmp_path, url_base="http://127.0.0.1:9")
+    assert DatasetDefinition.from_config(load_config(y).data).num_classes == 11
+    assert Path(y).is_file()
