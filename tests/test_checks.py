@@ -166,17 +166,8 @@ def test_unlabelled_split_without_masks_folder(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("camvid", "camvid"), ("isbi2012", "isbi2012"), ("tiny_coco", "coco")],
+    [("camvid", "camvid"), ("isbi2012", "isbi2012"), ("tiny_coco", "coco"), ("dsb2018", "dsb2018")],
 )
 def test_shared_datasets_are_clean(name, fmt):
     root = shared_dataset(name)
     assert check_dataset(definition(root, fmt)) == []
-
-
-def test_dsb2018_only_flags_its_largest_images():
-    """DSB 2018 is clean but mixes 256x256 and 1388x1040 images: the latter are > 16x the
-    median area of train, so they are (rightly, by the rule) reported as size outliers."""
-    root = shared_dataset("dsb2018")
-    problems = check_dataset(definition(root, "dsb2018"))
-    assert problems and {p.kind for p in problems} == {"size_outlier"}
-    assert all(" is 1388x1040, " in p.message for p in problems)

@@ -217,6 +217,196 @@ def demo(
     console.print(f"  masks and overlays: {pred_dir} ({len(written)} images)")
 
 
+data_app = typer.Typer(
+    no_args_is_help=True, help="Check, describe, split, convert and fetch data sets."
+)
+app.add_typer(data_app, name="data")
+
+SourceArg = Annotated[
+    Path,
+    typer.Argument(
+        help="a config or dataset.yaml (its data: section), or a data set folder with --format"
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="layout of a data set folder: folder, camvid, isbi2012, voc, cityscapes, "
+        "ade20k, coco, dsb2018",
+    ),
+]
+SplitOpt = Annotated[
+    list[str] | None,
+    typer.Option("--split", help="split to use (repeatable; default: every split that exists)"),
+]
+
+
+class _StageProgress:
+    """A rich progress bar driven by ``(stage, done, total)`` callbacks."""
+
+    def __init__(self) -> None:
+        from rich.progress import Progress
+
+        self.progress = Progress(console=console, transient=True)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+@data_app.command("check")
+def data_check(source: SourceArg, format: FormatOpt = None, split: SplitOpt = None) -> None:
+    """Read every image and mask once and list each problem with its file; exit 1 if any.
+
+    Finds unreadable images and masks, image/mask size mismatches, mask values or colours
+    that are not declared classes, images without masks and masks without images, duplicate
+    stems, empty or missing splits, and images of very different sizes.
+
+    Example: seglab data check configs/camvid.yaml
+    """
+    from rich.progress import track
+
+    from seglab.data.checks import check_dataset, summarize
+    from seglab.data.dataset import load_definition
+
+    definition = load_definition(source, format)
+    t0 = time.monotonic()
+    problems = check_dataset(
+        definition,
+        split,
+        progress=lambda xs: track(xs, "checking", console=console, transient=True),
+    )
+    took = time.monotonic() - t0
+    if not problems:
+        console.print(f"[green]no problems[/green] in {definition.root} ({took:.1f} s)")
+        return
+    for pr in problems:  # one greppable line per problem: FILE: KIND: MESSAGE
+        print(f"{pr.file}: {pr.kind}: {pr.message}")
+    console.print(f"{summarize(problems)}\n({took:.1f} s)", highlight=False)
+    raise typer.Exit(1)
+
+
+@data_app.command("stats")
+def data_stats(
+    source: SourceArg,
+    format: FormatOpt = None,
+    split: SplitOpt = None,
+    out: Annotated[Path, typer.Option(help="folder for stats.json and the chart")] = Path(
+        "data_stats"
+    ),
+) -> None:
+    """Pixel frequency per class and split, image sizes, channel mean/std and suggested class
+    weights (median frequency, inverse log); writes stats.json and class_frequency.png.
+
+    Example: seglab data stats configs/isbi2012.yaml --out isbi_stats
+    """
+    from seglab.data.dataset import load_definition
+    from seglab.data.stats import dataset_stats, write_stats
+
+    definition = load_definition(source, format)
+    with _StageProgress() as progress:
+        stats = dataset_stats(definition, split, progress=progress)
+    t = Table(title=f"classes of {definition.root}")
+    t.add_column("class")
+    splits = list(stats["splits"])
+    for sp in splits:
+        t.add_column(f"{sp} %", justify="right")
+    t.add_column("median freq. w", justify="right")
+    t.add_column("inverse log w", justify="right")
+    weights = stats["class_weights"]
+    for i, name in enumerate(definition.classes):
+        row = [name]
+        for sp in splits:
+            st = stats["splits"][sp]
+            row.append(f"{100 * st['class_frequency'][i]:.2f}" if st["labelled"] else "no masks")
+        row += [f"{weights['median_frequency'][i]:.3f}", f"{weights['inverse_log'][i]:.3f}"]
+        t.add_row(*row)
+    out_console.print(t)
+    out_console.print(f"mean {stats['mean']}  std {stats['std']} (0-255 scale)")
+    for path in write_stats(stats, out):
+        console.print(f"written {path}")
+
+
+@data_app.command("split")
+def data_split(
+    source: SourceArg,
+    format: FormatOpt = None,
+    fractions: Annotated[str, typer.Option(help="train,val,test fractions")] = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same lists)")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for <split>.txt (default: the data set root)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace existing split lists")] = False,
+) -> None:
+    """Reproducible train/val/test lists, stratified so rare classes appear in every split.
+
+    Example: seglab data split my_data/ --format folder --fractions 0.8,0.1,0.1 --seed 1
+    """
+    from seglab.data.dataset import load_definition
+    from seglab.data.split import make_splits, write_splits
+
+    definition = load_definition(source, format)
+    try:
+        fr = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        raise SeglabError(f"--fractions {fractions!r}: give numbers like 0.7,0.15,0.15") from None
+    with _StageProgress() as progress:
+        splits = make_splits(definition, fr, seed, progress=progress)
+    for path in write_splits(splits, out or definition.root, overwrite=force):
+        console.print(f"written {path}")
+    console.print(", ".join(f"{k}: {len(v)} images" for k, v in splits.items()))
+
+
+@data_app.command("convert")
+def data_convert(
+    source: SourceArg,
+    out: Annotated[Path, typer.Option(help="new, empty folder for the folder layout")],
+    format: FormatOpt = None,
+    split: SplitOpt = None,
+    limit: Annotated[int | None, typer.Option(help="first N items per split only")] = None,
+) -> None:
+    """Convert any supported layout to the generic folder layout (index PNG masks, split
+    lists and a dataset.yaml to train from).
+
+    Example: seglab data convert configs/camvid.yaml --out camvid_folder
+    """
+    from seglab.data.convert import convert_dataset
+    from seglab.data.dataset import load_definition
+
+    definition = load_definition(source, format)
+    with _StageProgress() as progress:
+        yaml_path = convert_dataset(definition, out, split, progress=progress, limit=limit)
+    console.print(f"converted into {out}; dataset definition {yaml_path}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="camvid, voc2012, isbi2012, dsb2018 or ade20k")],
+    to: Annotated[Path, typer.Option(help="folder to download and extract into")] = Path("data"),
+    url_base: Annotated[str | None, typer.Option(help="mirror to download from instead")] = None,
+) -> None:
+    """Download a public data set from its official location, verify, extract, and write its
+    dataset.yaml. Resumes partial downloads.
+
+    Example: seglab data fetch camvid --to data/
+    """
+    from seglab.data.fetch import fetch
+
+    with _StageProgress() as progress:
+        yaml_path = fetch(name, to, url_base, progress=progress)
+    console.print(f"{name} ready; dataset definition {yaml_path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, tracebacks only with --debug."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -126,6 +126,27 @@ class DatasetDefinition:
         }
 
 
+def load_definition(source: str | Path, format: str | None = None) -> DatasetDefinition:
+    """A dataset definition from a config / dataset.yaml (its ``data:`` section) or from a
+    data set folder and its ``format`` (classes from the format, or classes.csv/json)."""
+    from seglab.config import load_config
+
+    source = Path(source)
+    if not source.exists():
+        raise SeglabError(f"{source} not found; pass a config, a dataset.yaml or a data set folder")
+    if source.is_dir():
+        try:
+            cfg = DataConfig(format=format or "folder", root=source.resolve())
+        except ValueError as err:
+            raise SeglabError(f"--format {format!r}: {str(err).splitlines()[-2].strip()}") from None
+        return DatasetDefinition.from_config(cfg)
+    if format:
+        raise SeglabError(
+            f"--format applies to a data set folder; {source} is a file (its data.format is used)"
+        )
+    return DatasetDefinition.from_config(load_config(source).data)
+
+
 class SegDataset(Dataset):
     """Samples ``{"image": uint8 C x H x W, "mask": int64 H x W, "index": int}`` of one split.
 
