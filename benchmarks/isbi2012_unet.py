@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import ROOT, SHARED, save
@@ -27,19 +28,11 @@ from seglab.inference.predictor import Predictor
 from seglab.training.train import train
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "work"))
-    args = ap.parse_args()
-    if not (SHARED / "isbi2012").is_dir():
-        sys.exit(f"ISBI 2012 not found at {SHARED / 'isbi2012'}")
-    cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [f"train.max_minutes={args.minutes}"])
-    t0 = time.monotonic()
-    run_dir = train(cfg, __import__("pathlib").Path(args.runs_dir))
-    train_min = (time.monotonic() - t0) / 60
+def isbi_scores(run_dir) -> dict:
+    """Pixel error and mean adapted Rand error of a run's best model on slices 24-29."""
     metrics, _ = evaluate(run_dir, "val")
     predictor = Predictor.from_checkpoint(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
     ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
     rand = []
     for i in range(len(ds)):
@@ -49,19 +42,39 @@ def main() -> None:
             label(mask == 1, connectivity=1), label(pred == 1, connectivity=1)
         )
         rand.append(float(are))
-    pixel_error = 1 - metrics["pixel_accuracy"]
+    return {
+        "metrics": metrics,
+        "pixel_error": 1 - metrics["pixel_accuracy"],
+        "adapted_rand_error": float(np.mean(rand)),
+        "adapted_rand_error_per_slice": rand,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "work"))
+    args = ap.parse_args()
+    if not (SHARED / "isbi2012").is_dir():
+        sys.exit(f"ISBI 2012 not found at {SHARED / 'isbi2012'}")
+    cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [f"train.max_minutes={args.minutes}"])
+    t0 = time.monotonic()
+    run_dir = train(cfg, Path(args.runs_dir))
+    train_min = (time.monotonic() - t0) / 60
+    scores = isbi_scores(run_dir)
+    metrics = scores["metrics"]
     print(
-        f"ISBI 2012 val (slices 24-29): pixel error {pixel_error:.4f}  "
-        f"adapted Rand error {np.mean(rand):.4f}  mIoU {100 * metrics['mIoU']:.2f}%  "
-        f"(trained {train_min:.1f} min)"
+        f"ISBI 2012 val (slices 24-29): pixel error {scores['pixel_error']:.4f}  "
+        f"adapted Rand error {scores['adapted_rand_error']:.4f}  "
+        f"mIoU {100 * metrics['mIoU']:.2f}%  (trained {train_min:.1f} min)"
     )
     summary = json.loads((run_dir / "summary.json").read_text())
     save(
         "isbi2012_unet",
         {
-            "pixel_error": pixel_error,
-            "adapted_rand_error": float(np.mean(rand)),
-            "adapted_rand_error_per_slice": rand,
+            "pixel_error": scores["pixel_error"],
+            "adapted_rand_error": scores["adapted_rand_error"],
+            "adapted_rand_error_per_slice": scores["adapted_rand_error_per_slice"],
             "mIoU": metrics["mIoU"],
             "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "train_minutes": round(train_min, 2),

@@ -11,7 +11,7 @@ from PIL import Image
 
 from seglab.config import DataConfig
 from seglab.data.dataset import DatasetDefinition, SegDataset
-from seglab.data.formats.voc import voc_colormap
+from seglab.data.formats import voc_colormap
 from seglab.errors import SeglabError
 
 H, W = 16, 24

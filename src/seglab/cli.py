@@ -217,6 +217,79 @@ def demo(
     console.print(f"  masks and overlays: {pred_dir} ({len(written)} images)")
 
 
+@app.command()
+def models(
+    encoders: Annotated[
+        str | None,
+        typer.Option(
+            help="list encoders whose name matches this pattern (fnmatch, e.g. '*resnet*')"
+        ),
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option(help="measure parameters, GFLOPs, CPU latency and peak memory at --size")
+    ] = False,
+    size: Annotated[str, typer.Option(help="HxW for --profile")] = "360x480",
+) -> None:
+    """List the architectures with their options, or encoders, or profile the architectures.
+
+    Example: seglab models --encoders 'tu-convnext*'
+    """
+    import inspect
+
+    from seglab.models.registry import MODELS
+
+    if encoders is not None:
+        import fnmatch
+
+        import segmentation_models_pytorch as smp
+        import timm
+
+        names = [n for n in smp.encoders.get_encoder_names() if fnmatch.fnmatch(n, encoders)]
+        names += [f"tu-{n}" for n in timm.list_models(encoders.removeprefix("tu-"))]
+        for n in names:
+            print(n)
+        console.print(
+            f"{len(names)} encoders (SMP names, and tu-<name> for any timm model "
+            "with a feature pyramid)"
+        )
+        return
+    if profile:
+        from seglab.models.profile import profile_all
+
+        h, w = (int(v) for v in size.lower().split("x"))
+        t = Table(title=f"architectures at {h}x{w}, one image, default encoder")
+        for col in ("model", "params (M)", "GFLOPs", "latency (ms)", "peak RSS (MB)"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for r in profile_all(size=(h, w)):
+            if "error" in r:
+                t.add_row(r["model"], "error", str(r["error"]), "", "")
+            else:
+                t.add_row(
+                    r["model"],
+                    str(r["params_m"]),
+                    str(r["gflops"]),
+                    f"{r['latency_ms']} ({r['precision']})",
+                    str(r["peak_rss_mb"]),
+                )
+        out_console.print(t)
+        return
+    t = Table(title="architectures (model.name)")
+    t.add_column("name")
+    t.add_column("what")
+    t.add_column("options (model.encoder / model.options)")
+    for name, spec in sorted(MODELS.items()):
+        sig = inspect.signature(spec.builder)
+        opts = [
+            f"{p.name}={p.default!r}"
+            for p in list(sig.parameters.values())[2:]
+            if p.kind is p.KEYWORD_OR_POSITIONAL and p.name != "encoder_weights"
+        ]
+        if name not in ("segnet", "hrnet", "lraspp", "fcn"):
+            opts.append("+ the SMP class's arguments")
+        t.add_row(name, spec.summary, ", ".join(opts))
+    out_console.print(t)
+
+
 data_app = typer.Typer(
     no_args_is_help=True, help="Check, describe, split, convert and fetch data sets."
 )

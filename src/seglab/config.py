@@ -30,7 +30,9 @@ class DataConfig(_Strict):
     )
     classes: list[str] | None = Field(None, description="class names; default: the format's")
     colors: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class")
-    ignore_index: int = Field(255, ge=0, le=255, description="mask value that is not scored")
+    ignore_index: int | None = Field(
+        None, ge=0, le=255, description="mask value that is not scored; null: the format's"
+    )
     in_channels: int | None = Field(None, ge=1, description="image channels; default: format's")
     splits: dict[str, str] = Field(
         default_factory=dict,
@@ -43,9 +45,16 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field("unet", description="architecture in the registry (seglab models)")
-    encoder: str = Field("resnet18", description="encoder name (SMP / timm)")
+    encoder: str | None = Field(
+        None, description="encoder (SMP name, or tu-<timm name>); null: the architecture's default"
+    )
     encoder_weights: str | None = Field(None, description="null, imagenet, or a weights file")
     options: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
+    init_from: Path | None = Field(
+        None, description="start from an earlier seglab run or checkpoint (transfer learning)"
+    )
+    freeze_encoder: bool = Field(False, description="train only the decoder and head")
+    unfreeze_at_epoch: int | None = Field(None, ge=1, description="unfreeze the encoder here")
 
 
 class LossConfig(_Strict):
@@ -80,6 +89,7 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall-clock time")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
+    encoder_lr: float | None = Field(None, gt=0, description="encoder learning rate; null: lr")
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["onecycle", "cosine", "poly", "none"] = "onecycle"

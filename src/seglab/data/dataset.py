@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seglab.config import DataConfig
-from seglab.data.formats import Item, get_format
+from seglab.data.formats import Item, get_format, voc_colormap
 from seglab.data.formats.folder import classes_from_root
 from seglab.data.io import adapt_channels, check_mask, read_image, read_mask
 from seglab.errors import SeglabError
@@ -21,18 +21,8 @@ IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
-    """Distinct colours (the Pascal VOC bit-interleaved palette)."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i + 1 if n > 1 else 1
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
+    """``n`` distinct colours: the Pascal VOC colour map without its black (n > 1)."""
+    return voc_colormap(n + 1)[1:] if n > 1 else [(128, 0, 0)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +70,7 @@ class DatasetDefinition:
             colors = d.colors if len(d.colors) == len(classes) else default_palette(len(classes))
         if len(colors) != len(classes):
             raise SeglabError(f"data.colors has {len(colors)} entries for {len(classes)} classes")
-        ignore = cfg.ignore_index if "ignore_index" in cfg.model_fields_set else d.ignore_index
+        ignore = d.ignore_index if cfg.ignore_index is None else cfg.ignore_index
         if ignore < len(classes):
             raise SeglabError(
                 f"data.ignore_index {ignore} is a class index (0..{len(classes) - 1}); "

@@ -57,6 +57,11 @@ def read_mask(path: str | Path) -> np.ndarray:
                 f"mask {path} is a colour image; masks must hold one class index per pixel "
                 "(convert colour masks to index PNGs)"
             )
+    return as_uint8_mask(m, path)
+
+
+def as_uint8_mask(m: np.ndarray, path: str | Path) -> np.ndarray:
+    """A single-channel index mask as uint8; values above 255 are an error."""
     if m.dtype != np.uint8:
         if m.max() > 255:
             raise SeglabError(

@@ -24,7 +24,7 @@ def load_task(ckpt_path: Path) -> SegmentationTask:
     """A SegmentationTask with the checkpoint's weights (read with ``weights_only``)."""
     ckpt = read_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
-    task = SegmentationTask(hp["config"], hp["meta"], hp.get("class_weights"))
+    task = SegmentationTask(hp["config"], hp["meta"], hp.get("class_weights"), pretrained=False)
     try:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -58,6 +58,7 @@ def evaluate(
     cfg: Config = task.cfg.model_copy(deep=True)
     if data_root is not None:
         cfg.data.root = data_root
+    cfg.data.ignore_index = task.hparams.meta["ignore_index"]  # what the model was trained with
     definition = DatasetDefinition.from_config(cfg.data)
     if definition.classes != task.hparams.meta["classes"]:
         raise SeglabError(

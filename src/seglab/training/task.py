@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -12,8 +13,11 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from seglab.config import Config
 from seglab.evaluation.metrics import metrics_from_confusion
 from seglab.inference.predictor import Predictor
-from seglab.models.registry import build_model
+from seglab.models.registry import build_model, encoder_of
 from seglab.training.losses import SegLoss
+from seglab.training.transfer import init_from
+
+log = logging.getLogger("seglab")
 
 
 def lr_factor(kind: str, progress: float, warmup: float = 0.05) -> float:
@@ -37,9 +41,16 @@ class SegmentationTask(L.LightningModule):
     checkpoint, which is therefore enough to rebuild the model on its own.
     """
 
-    def __init__(self, config: dict, meta: dict, class_weights: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict,
+        meta: dict,
+        class_weights: list[float] | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        """``pretrained`` False skips encoder weights and ``init_from`` (loading a checkpoint)."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["pretrained"])
         self.cfg = Config.model_validate(config)
         k = len(meta["classes"])
         m = self.cfg.model
@@ -50,9 +61,12 @@ class SegmentationTask(L.LightningModule):
             meta["mean"],
             meta["std"],
             encoder=m.encoder,
-            encoder_weights=m.encoder_weights,
+            encoder_weights=m.encoder_weights if pretrained else None,
             options=m.options,
         )
+        if pretrained and m.init_from is not None:
+            init_from(self.model, m.init_from)
+        self._frozen = m.freeze_encoder
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegLoss(self.cfg.loss, meta["ignore_index"], class_weights)
@@ -95,15 +109,35 @@ class SegmentationTask(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._t_batch = None
+        m = self.cfg.model
+        if (
+            self._frozen
+            and m.unfreeze_at_epoch is not None
+            and self.current_epoch >= m.unfreeze_at_epoch
+        ):
+            self._frozen = False
+            log.info("epoch %d: encoder unfrozen", self.current_epoch)
+        for p in encoder_of(self.model.net).parameters():
+            p.requires_grad_(not self._frozen)
+        if self._frozen:
+            encoder_of(self.model.net).eval()  # frozen batch-norm statistics too
 
     def configure_optimizers(self):
         t = self.cfg.train
+        enc_ids = {id(p) for p in encoder_of(self.model.net).parameters()}
+        groups = [
+            {
+                "params": [p for p in self.parameters() if id(p) in enc_ids],
+                "lr": t.encoder_lr or t.lr,
+            },
+            {"params": [p for p in self.parameters() if id(p) not in enc_ids], "lr": t.lr},
+        ]
         if t.optimizer == "sgd":
             opt = torch.optim.SGD(
-                self.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True
+                groups, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True
             )
         else:
-            opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         budget = t.max_minutes * 60 if t.max_minutes else None
 

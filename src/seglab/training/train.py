@@ -131,6 +131,9 @@ def train(
     ``callbacks`` are extra Lightning callbacks (e.g. for timing)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     definition = DatasetDefinition.from_config(cfg.data)
+    cfg = cfg.model_copy(deep=True)  # the resolved config records the data set as used
+    cfg.data.classes, cfg.data.colors = definition.classes, definition.colors
+    cfg.data.ignore_index, cfg.data.in_channels = definition.ignore_index, definition.in_channels
     # Read and check all data before creating anything on disk.
     dm = SegDataModule(cfg, definition, "train", "val")
     weights = cfg.loss.class_weights

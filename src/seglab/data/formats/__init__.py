@@ -37,6 +37,21 @@ class Item(NamedTuple):
     ref: Any = None
 
 
+def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
+    """The Pascal VOC bit-interleaved colour map: colour of index ``i`` for ``i < n``."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
 FORMATS = ("folder", "camvid", "isbi2012", "voc", "cityscapes", "ade20k", "coco", "dsb2018")
 
 

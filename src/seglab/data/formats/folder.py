@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from seglab.data.formats import FormatDefaults, Item
-from seglab.data.io import IMAGE_SUFFIXES
+from seglab.data.io import IMAGE_SUFFIXES, as_uint8_mask
 from seglab.errors import SeglabError
 
 if TYPE_CHECKING:
@@ -297,16 +297,6 @@ def _map_colors(rgb: np.ndarray, definition: DatasetDefinition, path: Path) -> n
 # --------------------------------------------------------------------------- masks
 
 
-def _grey_to_uint8(m: np.ndarray, path: Path) -> np.ndarray:
-    if m.dtype != np.uint8:
-        if m.max() > 255:
-            raise SeglabError(
-                f"mask {path} has values above 255; seglab masks hold at most 255 classes"
-            )
-        m = m.astype(np.uint8)
-    return m
-
-
 def read_mask(item: Item, definition: DatasetDefinition) -> np.ndarray:
     """Read ``item.mask`` as ``H x W`` uint8 class indices (ignored pixels =
     ``definition.ignore_index``). The file is decoded once; its encoding is told apart by:
@@ -350,7 +340,7 @@ def read_mask(item: Item, definition: DatasetDefinition) -> np.ndarray:
                 raise SeglabError(f"mask {path} is a 16-bit colour image; save it as 8-bit RGB")
             return _map_colors(bgr[..., ::-1], definition, path)
         raw = bgr[..., 0]
-    m = _grey_to_uint8(raw, path)
+    m = as_uint8_mask(raw, path)
     counts = np.bincount(m.ravel(), minlength=256)
     n, ignore = definition.num_classes, definition.ignore_index
     if n == 2 and counts[255] and not counts[1:255].any():

@@ -25,10 +25,26 @@ _SPLITS = {
 }
 
 
+def _slices(spec: str) -> range:
+    try:
+        a, b = (int(v) for v in spec.split("-"))
+    except ValueError:
+        raise SeglabError(
+            f"data.splits: ISBI 2012 slice range {spec!r} should look like 0-5"
+        ) from None
+    if not 0 <= a <= b <= 29:
+        raise SeglabError(f"data.splits: ISBI 2012 slice range {spec!r} must lie within 0-29")
+    return range(a, b + 1)
+
+
 def list_split(root: Path, split: str, spec: str | None = None) -> list[Item]:
-    if split not in _SPLITS:
+    """Items of ``split``; ``spec`` "A-B" takes labelled slices A..B instead (e.g. "0-5")."""
+    if spec:
+        folder, ids = "train", _slices(spec)
+    elif split in _SPLITS:
+        folder, ids = _SPLITS[split]
+    else:
         raise SeglabError(f"ISBI 2012 has splits {', '.join(_SPLITS)}; got '{split}'")
-    folder, ids = _SPLITS[split]
     if not (root / folder / "images").is_dir():
         raise SeglabError(
             f"{root / folder / 'images'} not found; data.root must be the isbi2012 folder"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seglab.data.formats import FormatDefaults, Item
+from seglab.data.formats import FormatDefaults, Item, voc_colormap
 from seglab.errors import SeglabError
 
 if TYPE_CHECKING:
@@ -63,21 +63,6 @@ CLASSES = [
 ]
 
 BOUNDARY = 255  # value of the white object outlines in VOC masks: not scored
-
-
-def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
-    """The Pascal VOC colour map: colour of index ``i`` for ``i < n`` (0 black, 255 cream)."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
 
 
 DEFAULTS = FormatDefaults(

@@ -1,0 +1,136 @@
+"""Model zoo: every architecture builds, trains a step on odd sizes and channel counts, and
+round-trips through save/load; local weights files, the offline hub error, transfer learning."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import run_cli, tiny_config, write_config
+
+from seglab.config import config_from_dict
+from seglab.errors import SeglabError
+from seglab.inference.predictor import Predictor, load_checkpoint
+from seglab.models.registry import MODELS, build_model, encoder_of
+from seglab.training.train import train
+
+ARCHS = sorted(MODELS)
+
+
+def _predictor(model, k, ch):
+    meta = {"classes": [str(i) for i in range(k)], "in_channels": ch}
+    return Predictor(model, meta, precision="fp32", channels_last=False)
+
+
+def test_registry_has_the_expected_architectures():
+    assert {
+        "fcn",
+        "unet",
+        "unetplusplus",
+        "segnet",
+        "deeplabv3",
+        "deeplabv3plus",
+        "pspnet",
+        "hrnet",
+        "fpn",
+        "lraspp",
+    } <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("channels", [1, 4])
+def test_forward_backward_odd_size_and_roundtrip(tmp_path, name, channels):
+    torch.manual_seed(0)
+    kw = {"width": 0.25} if name == "segnet" else {}
+    model = build_model(name, 3, channels, [0.0] * channels, [1.0] * channels, options=kw)
+    model.train()
+    x = torch.rand(2, channels, 97, 131) * 255
+    out = _predictor(model, 3, channels).logits(x)
+    assert out.shape == (2, 3, 97, 131)
+    out.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+    model.eval()
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    again = build_model(name, 3, channels, [0.0] * channels, [1.0] * channels, options=kw).eval()
+    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    with torch.no_grad():
+        a = _predictor(model, 3, channels).logits(x[:1])
+        b = _predictor(again, 3, channels).logits(x[:1])
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_encoder_weights_file(tmp_path, suffix):
+    src = build_model("unet", 2, 3, [0.0] * 3, [1.0] * 3)
+    state = {f"encoder.{k}": v.clone() for k, v in encoder_of(src.net).state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    dst = build_model("unet", 5, 3, [0.0] * 3, [1.0] * 3, encoder_weights=str(path))
+    for k, v in encoder_of(src.net).state_dict().items():
+        torch.testing.assert_close(encoder_of(dst.net).state_dict()[k], v)
+    with pytest.raises(SeglabError, match="matches none"):
+        torch.save({"x.weight": torch.zeros(3)}, tmp_path / "other.pth")
+        build_model("unet", 5, 3, [0.0] * 3, [1.0] * 3, encoder_weights=str(tmp_path / "other.pth"))
+    with pytest.raises(SeglabError, match="not found"):
+        build_model("unet", 5, 3, [0.0] * 3, [1.0] * 3, encoder_weights=str(tmp_path / "no.pth"))
+
+
+def test_offline_hub_download_gives_one_line_error(tmp_path, synth_root):
+    cfg = tiny_config(
+        synth_root,
+        model={"name": "unet", "encoder": "resnet18", "encoder_weights": "imagenet", "options": {}},
+    )
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        proc = run_cli(
+            "train", write_config(tmp_path / "c.yaml", cfg), "--runs-dir", tmp_path / "runs"
+        )
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert proc.returncode == 1
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "imagenet weights" in err[0] and "encoder_weights:" in err[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_init_from_and_freeze_encoder(tmp_path, synth_root, trained_run):
+    src_model, _, _ = load_checkpoint(trained_run)
+    cfg = tiny_config(synth_root, train={"epochs": 1})
+    cfg["data"]["classes"] = ["background", "shape", "other"]  # 3 classes: a new head
+    root3 = tmp_path / "data3"
+    import shutil
+
+    import cv2
+
+    shutil.copytree(synth_root, root3)
+    for m in (root3 / "masks").iterdir():
+        mask = cv2.imread(str(m), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(m), (mask > 0).astype("uint8") + (mask == 3).astype("uint8"))
+    cfg["data"]["root"] = str(root3)
+    cfg["model"].update({"init_from": str(trained_run), "freeze_encoder": True})
+    run = train(config_from_dict(cfg), tmp_path / "runs")
+    log = (run / "train.log").read_text()
+    assert "init_from" in log and "re-initialised" in log and "segmentation_head" in log
+    new_model, _, _ = load_checkpoint(run)
+    src_enc = encoder_of(src_model.net).state_dict()
+    new_enc = encoder_of(new_model.net).state_dict()
+    for k, v in src_enc.items():  # frozen: weights and batch-norm statistics unchanged
+        torch.testing.assert_close(new_enc[k], v)
+    head = [k for k in new_model.state_dict() if "segmentation_head" in k and "weight" in k][0]
+    assert new_model.state_dict()[head].shape[0] == 3
+    assert json.loads((run / "metrics.json").read_text())[0]["val_mIoU"] is not None
