@@ -212,7 +212,21 @@ def lraspp(
         backbone.features[0][0] = nn.Conv2d(
             in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
         )
-    return _lraspp_mobilenetv3(backbone, num_classes)
+    return LRASPPNet(_lraspp_mobilenetv3(backbone, num_classes))
+
+
+class LRASPPNet(nn.Module):
+    """torchvision's LR-ASPP returning a logits tensor instead of ``{"out": ...}``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.classifier = net.backbone, net.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.classifier(self.backbone(x))
+        return torch.nn.functional.interpolate(
+            out, size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
 
 
 def encoder_of(net: nn.Module) -> nn.Module:
