@@ -164,6 +164,9 @@ def main() -> None:
             "seglab_step_s": ours,
         },
     )
+    if args.breakdown:
+        print("breakdown (plain loop, batch 8, median s/step):")
+        save("train_speed_breakdown", {"rows": breakdown(max(4, args.steps // 3))})
 
 
 if __name__ == "__main__":
