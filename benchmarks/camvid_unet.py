@@ -1,9 +1,12 @@
 """CamVid: a model from scratch, fixed wall-clock training budget, test mIoU at 360x480.
 
     .venv/bin/python benchmarks/camvid_unet.py [--minutes 30] [--model deeplabv3plus]
+    .venv/bin/python benchmarks/camvid_unet.py --config configs/camvid-realtime.yaml \
+        --tag realtime-distilled --set distill.teacher=benchmarks/work/camvid-unet-run1
 
 Default: U-Net-ResNet18. ``--model NAME`` trains another architecture of the registry with
-its default encoder and the same recipe (results: benchmarks/results/camvid_<NAME>.json).
+its default encoder and the same recipe (results: benchmarks/results/camvid_<NAME>.json);
+``--config`` another recipe, ``--tag`` the results name (camvid_<TAG>.json).
 
 Trains with configs/camvid.yaml (train split only; val for model selection) for the
 budget, then evaluates the best checkpoint on the 233 test images over the 11 classes
@@ -32,6 +35,8 @@ def main() -> None:
     ap.add_argument("--model", default="unet", help="architecture (seglab models)")
     ap.add_argument("--evaluate-only", type=Path, help="evaluate this earlier run instead")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "camvid.yaml")
+    ap.add_argument("--tag", help="results name camvid_<TAG>.json (default: the model)")
     args = ap.parse_args()
     if not (SHARED / "camvid").is_dir():
         sys.exit(f"CamVid not found at {SHARED / 'camvid'}; see ../shared/datasets/README.md")
@@ -40,9 +45,9 @@ def main() -> None:
         if args.model == "unet"
         else [f"model.name={args.model}", "model.encoder=null", f"name=camvid-{args.model}"]
     )
-    cfg = load_config(
-        ROOT / "configs" / "camvid.yaml", [f"train.max_minutes={args.minutes}", *arch, *args.set]
-    )
+    if args.tag:
+        arch.append(f"name=camvid-{args.tag}")
+    cfg = load_config(args.config, [f"train.max_minutes={args.minutes}", *arch, *args.set])
     if args.evaluate_only:  # a run this script trained earlier (its evaluation failed)
         run_dir = args.evaluate_only
         train_s = json.loads((run_dir / "summary.json").read_text())["train_seconds"]
@@ -65,7 +70,7 @@ def main() -> None:
         f"median {sorted(img_s)[len(img_s) // 2]:.1f} train images/s"
     )
     save(
-        f"camvid_{args.model}",
+        f"camvid_{args.tag or args.model}",
         {
             "budget_minutes": args.minutes,
             "train_wall_minutes": round(train_s / 60, 2),

@@ -28,10 +28,10 @@ from seglab.inference.predictor import Predictor
 from seglab.training.train import train
 
 
-def isbi_scores(run_dir) -> dict:
+def isbi_scores(run_dir, tta: str | None = None) -> dict:
     """Pixel error and mean adapted Rand error of a run's best model on slices 24-29."""
-    metrics, _ = evaluate(run_dir, "val")
-    predictor = Predictor.from_checkpoint(run_dir)
+    metrics, _ = evaluate(run_dir, "val", tta=tta)
+    predictor = Predictor.open(run_dir, backend="torch", tta=tta)
     cfg = load_config(run_dir / "config.yaml")
     ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
     rand = []
@@ -54,14 +54,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "work"))
+    ap.add_argument("--tta", default=None, help="test-time augmentation, e.g. hflip,vflip")
+    ap.add_argument("--evaluate-only", type=Path, help="score this earlier run instead")
     args = ap.parse_args()
     if not (SHARED / "isbi2012").is_dir():
         sys.exit(f"ISBI 2012 not found at {SHARED / 'isbi2012'}")
     cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [f"train.max_minutes={args.minutes}"])
-    t0 = time.monotonic()
-    run_dir = train(cfg, Path(args.runs_dir))
-    train_min = (time.monotonic() - t0) / 60
-    scores = isbi_scores(run_dir)
+    if args.evaluate_only:
+        run_dir = args.evaluate_only
+        train_min = json.loads((run_dir / "summary.json").read_text())["train_seconds"] / 60
+    else:
+        t0 = time.monotonic()
+        run_dir = train(cfg, Path(args.runs_dir))
+        train_min = (time.monotonic() - t0) / 60
+    scores = isbi_scores(run_dir, args.tta)
     metrics = scores["metrics"]
     print(
         f"ISBI 2012 val (slices 24-29): pixel error {scores['pixel_error']:.4f}  "
@@ -70,7 +76,7 @@ def main() -> None:
     )
     summary = json.loads((run_dir / "summary.json").read_text())
     save(
-        "isbi2012_unet",
+        "isbi2012_unet" + ("_tta" if args.tta else ""),
         {
             "pixel_error": scores["pixel_error"],
             "adapted_rand_error": scores["adapted_rand_error"],
@@ -78,6 +84,7 @@ def main() -> None:
             "mIoU": metrics["mIoU"],
             "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "train_minutes": round(train_min, 2),
+            "tta": args.tta,
             "epochs": summary["epochs"],
             "run_dir": str(run_dir),
             "config": cfg.model_dump(mode="json"),

@@ -24,6 +24,12 @@ def shared_dataset(name: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Converted-model cache (OpenVINO IR) in a temporary folder, not the user's."""
+    os.environ["SEGLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     return make_dataset(

@@ -80,10 +80,10 @@ def test_predict_any_size_and_channels(trained_run, shape):
 def test_padding_does_not_change_divisible_inputs(trained_run):
     """Cropping back after padding: the top-left of a padded prediction matches a direct one."""
     predictor = Predictor.from_checkpoint(trained_run)
-    predictor.precision = "fp32"
+    predictor.backend.precision = "fp32"
     x = torch.from_numpy(np.random.default_rng(1).integers(0, 255, (1, 3, 64, 96))).float()
     with torch.no_grad():
-        direct = predictor.model(x)
+        direct = predictor.backend.model(x)
         via = predictor.logits(x)
     torch.testing.assert_close(via, direct)
 
@@ -100,7 +100,16 @@ def test_predict_cli_writes_masks_and_overlays(tmp_path, trained_run, synth_root
     img = cv2.imread(str(src))
     odd = cv2.resize(img, (131, 97))
     cv2.imwrite(str(tmp_path / "odd.jpg"), odd)
-    proc = run_cli("predict", trained_run, src, tmp_path / "odd.jpg", "--out", tmp_path / "p")
+    proc = run_cli(
+        "predict",
+        trained_run,
+        src,
+        tmp_path / "odd.jpg",
+        "--out",
+        tmp_path / "p",
+        "--backend",
+        "torch",
+    )
     assert proc.returncode == 0, proc.stderr
     mask = cv2.imread(str(tmp_path / "p" / "odd_mask.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (97, 131) and mask.dtype == np.uint8 and mask.max() < 4

@@ -123,16 +123,22 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="output folder (default RUN/eval/<split>)")
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="torch (reference, as in validation), openvino or auto")
+    ] = "torch",
+    tta: Annotated[
+        str | None, typer.Option(help="test-time augmentation, e.g. hflip,vflip,0.75,1.25")
+    ] = None,
 ) -> None:
     """Evaluate a trained model: per-class IoU, Dice, precision, recall and the means.
 
     Writes metrics.json (with the confusion matrix) and per_class.csv.
 
-    Example: seglab evaluate runs/camvid-unet --split test
+    Example: seglab evaluate runs/camvid-unet --split test --tta hflip
     """
     from seglab.evaluation.evaluate import evaluate as run_eval
 
-    metrics, out_dir = run_eval(run, split, devices, data_root, out)
+    metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
     if out_dir is not None:
         print_metrics(metrics, f"{split}: {metrics['images']} images")
         console.print(f"metrics written to {out_dir}")
@@ -140,13 +146,25 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="run directory or .ckpt file")],
+    run: Annotated[Path, typer.Argument(help="run directory, .ckpt file or exported folder")],
     inputs: Annotated[list[Path], typer.Argument(help="image files or folders")],
     out: Annotated[Path, typer.Option(help="output folder")] = Path("predictions"),
     alpha: Annotated[float, typer.Option(help="overlay opacity 0..1")] = 0.5,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto (OpenVINO when installed), torch, openvino, onnxruntime"),
+    ] = None,
+    tta: Annotated[
+        str | None, typer.Option(help="test-time augmentation, e.g. hflip,vflip,0.75,1.25")
+    ] = None,
+    tile: Annotated[int | None, typer.Option(help="tile side for large images")] = None,
+    max_pixels: Annotated[
+        int | None, typer.Option(help="images above this many pixels go in tiles")
+    ] = None,
 ) -> None:
     """Segment images of any size: <stem>_mask.png (class index per pixel, the input's size)
-    and <stem>_overlay.png (colour overlay) per image.
+    and <stem>_overlay.png (colour overlay) per image. Large images are predicted in
+    overlapping tiles with bounded memory.
 
     Example: seglab predict runs/camvid-unet photos/ street.png --out predictions/
     """
@@ -155,7 +173,11 @@ def predict(
     from seglab.inference.predict import predict as run_predict
     from seglab.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(run)
+    kw = {k: v for k, v in (("tile", tile), ("max_pixels", max_pixels)) if v is not None}
+    if tta is not None:
+        kw["tta"] = tta
+    predictor = Predictor.open(run, backend=backend, **kw)
+    console.print(f"backend: {predictor.backend.name} ({predictor.backend.precision})")
     written = run_predict(
         predictor,
         inputs,
@@ -210,11 +232,108 @@ def demo(
     metrics, eval_dir = run_eval(run_dir, "test")
     print_metrics(metrics, "demo: test split")
     pred_dir = workdir / "predictions"
-    written = run_predict(Predictor.from_checkpoint(run_dir), [data / "images"], pred_dir)
+    predictor = Predictor.open(run_dir)
+    written = run_predict(predictor, [data / "images"], pred_dir)
     console.print(f"\n[bold]demo finished in {time.monotonic() - t0:.0f} s[/bold]")
     console.print(f"  run (config, metrics per epoch, checkpoints): {run_dir}")
     console.print(f"  test metrics: {eval_dir / 'metrics.json'}")
-    console.print(f"  masks and overlays: {pred_dir} ({len(written)} images)")
+    console.print(
+        f"  masks and overlays: {pred_dir} ({len(written)} images, "
+        f"{predictor.backend.name} backend)"
+    )
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory or .ckpt file")],
+    format: Annotated[str, typer.Option(help="onnx, openvino or torchscript")] = "openvino",
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default RUN/export-<format>)")
+    ] = None,
+    int8: Annotated[bool, typer.Option(help="INT8 post-training quantization (openvino)")] = False,
+    calibration: Annotated[
+        Path | None, typer.Option(help="folder of typical images for --int8 calibration")
+    ] = None,
+    calibration_size: Annotated[int, typer.Option(help="calibration images used")] = 100,
+) -> None:
+    """Export a model with its metadata; the folder alone is enough for seglab predict.
+
+    Example: seglab export runs/camvid-unet --format openvino --int8 --calibration data/val
+    """
+    from seglab.export import export as run_export
+    from seglab.inference.predictor import resolve_checkpoint
+
+    if out is None:
+        ckpt = resolve_checkpoint(run)
+        base = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        out = base / f"export-{format}{'-int8' if int8 else ''}"
+    t0 = time.monotonic()
+    path = run_export(run, format, out, int8, calibration, calibration_size)
+    console.print(
+        f"exported {path} in {time.monotonic() - t0:.1f} s; predict with: "
+        f"seglab predict {out} IMAGES"
+    )
+
+
+@app.command()
+def benchmark(
+    source: Annotated[Path, typer.Argument(help="run directory, .ckpt or exported folder")],
+    backends: Annotated[str, typer.Option(help="comma list")] = "torch,onnxruntime,openvino",
+    precisions: Annotated[str, typer.Option(help="comma list of fp32, bf16")] = "fp32,bf16",
+    batch_sizes: Annotated[str, typer.Option(help="comma list")] = "1,4",
+    size: Annotated[str, typer.Option(help="HxW of the input")] = "360x480",
+    warmup: Annotated[int, typer.Option(help="untimed calls first")] = 3,
+    runs: Annotated[int, typer.Option(help="timed calls")] = 20,
+    out: Annotated[Path | None, typer.Option(help="write the results as JSON here")] = None,
+) -> None:
+    """Latency p50/p90, images/s and peak memory per backend x precision x batch size.
+
+    Example: seglab benchmark runs/camvid-unet --batch-sizes 1 --out bench.json
+    """
+    from seglab.benchmark import benchmark as run_bench
+    from seglab.runs import write_json
+
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+        batches = [int(b) for b in batch_sizes.split(",")]
+    except ValueError:
+        raise SeglabError(
+            f"--size {size!r} / --batch-sizes {batch_sizes!r}: use 360x480 and 1,4"
+        ) from None
+    result = run_bench(
+        source, backends.split(","), precisions.split(","), batches, (h, w), warmup, runs
+    )
+    t = Table(
+        title=f"{source} at {h}x{w}, {result['threads']} threads, "
+        f"{runs} runs after {warmup} warm-up"
+    )
+    for col in ("backend", "precision", "batch", "p50 ms", "p90 ms", "images/s", "peak RSS MB"):
+        t.add_column(col, justify="right")
+    for r in result["rows"]:
+        if "error" in r:
+            t.add_row(
+                r["backend"],
+                r.get("precision", ""),
+                str(r.get("batch", "")),
+                r["error"][:60],
+                "",
+                "",
+                "",
+            )
+        else:
+            t.add_row(
+                r["backend"],
+                r["precision"],
+                str(r["batch"]),
+                f"{r['latency_p50_ms']:.1f}",
+                f"{r['latency_p90_ms']:.1f}",
+                f"{r['images_per_s']:.1f}",
+                str(r["peak_rss_mb"]),
+            )
+    out_console.print(t)
+    if out is not None:
+        write_json(out, result)
+        console.print(f"results written to {out}")
 
 
 @app.command()

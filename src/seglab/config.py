@@ -108,7 +108,26 @@ class InferenceConfig(_Strict):
     """The input policy shared by validation, evaluate and predict."""
 
     scale: float = Field(1.0, gt=0, le=4, description="run the network at this input scale")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="images (or tiles) per forward pass")
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="predict's engine; auto = OpenVINO when installed, else torch"
+    )
+    tta: list[str] = Field(
+        default_factory=list, description="test-time augmentation: hflip, vflip, scales (0.75)"
+    )
+    max_pixels: int = Field(
+        4096 * 4096, ge=1024, description="larger (scaled) images are predicted in tiles"
+    )
+    tile: int = Field(1024, ge=32, description="tile side in network pixels")
+    overlap: float = Field(0.25, ge=0, lt=0.9, description="tile overlap fraction")
+
+
+class DistillConfig(_Strict):
+    """Knowledge distillation: match a trained teacher's softened predictions."""
+
+    teacher: Path = Field(description="teacher run directory or checkpoint (seglab train)")
+    weight: float = Field(0.5, ge=0, le=1, description="share of the distillation term")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of both models")
 
 
 class Config(_Strict):
@@ -120,6 +139,7 @@ class Config(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    distill: DistillConfig | None = Field(None, description="train against a teacher model")
 
     @field_validator("name")
     @classmethod
@@ -138,6 +158,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "augment.color_jitter": ColorJitterConfig,
     "train": TrainConfig,
     "inference": InferenceConfig,
+    "distill": DistillConfig,
 }
 
 

@@ -13,7 +13,12 @@ from seglab.config import Config
 from seglab.data.dataset import DatasetDefinition
 from seglab.data.module import SegDataModule
 from seglab.errors import SeglabError
-from seglab.inference.predictor import read_checkpoint, resolve_checkpoint, resolve_precision
+from seglab.inference.predictor import (
+    Predictor,
+    read_checkpoint,
+    resolve_checkpoint,
+    resolve_precision,
+)
 from seglab.runs import new_run_dir, write_atomic, write_json
 from seglab.training.task import SegmentationTask
 
@@ -51,10 +56,17 @@ def evaluate(
     devices: int = 1,
     data_root: Path | None = None,
     out: Path | None = None,
+    backend: str = "torch",
+    tta: str | None = None,
 ) -> tuple[dict, Path | None]:
-    """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks)."""
+    """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks).
+
+    ``backend`` torch is the reference (the path validation took during training); other
+    backends and ``tta`` swap the task's Predictor, so the data path stays the same."""
     ckpt_path = resolve_checkpoint(run_or_ckpt)
     task = load_task(ckpt_path)
+    if backend != "torch" or tta:
+        task.predictor = Predictor.open(ckpt_path, backend=backend, tta=tta)
     cfg: Config = task.cfg.model_copy(deep=True)
     if data_root is not None:
         cfg.data.root = data_root
@@ -86,6 +98,8 @@ def evaluate(
             "checkpoint": str(ckpt_path),
             "precision": precision,
             "devices": devices,
+            "backend": getattr(task.predictor.backend, "name", backend),
+            "tta": tta or "",
         }
     )
     if trainer.global_rank != 0:

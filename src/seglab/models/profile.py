@@ -34,12 +34,12 @@ def profile_model(
     model = build_model(name, num_classes, 3, [0.0] * 3, [1.0] * 3, encoder=encoder).eval()
     params = sum(p.numel() for p in model.parameters())
     x = torch.rand(1, 3, *size) * 255
-    predictor = Predictor(model, meta, precision="fp32", channels_last=False)
+    predictor = Predictor.for_model(model, meta, precision="fp32", channels_last=False)
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         predictor.logits(x)
     flops = fc.get_total_flops()
     model = model.to(memory_format=torch.channels_last)
-    predictor = Predictor(model, meta, precision=precision, channels_last=True)
+    predictor = Predictor.for_model(model, meta, precision=precision, channels_last=True)
     times = []
     with torch.inference_mode():
         for i in range(runs + 3):

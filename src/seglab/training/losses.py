@@ -45,3 +45,22 @@ class SegLoss(nn.Module):
         if self.dice is not None:
             loss = loss + self.dice_weight * self.dice(logits, target)
         return loss
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss per pixel: T^2 * KL(teacher_T || student_T), averaged
+    over labelled pixels (the ignore region is not distilled either)."""
+    t = temperature
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher.float() / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)  # B x H x W
+    valid = target != ignore_index
+    if not valid.any():
+        return kl.sum() * 0.0
+    return kl[valid].mean() * t * t

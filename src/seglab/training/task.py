@@ -14,7 +14,7 @@ from seglab.config import Config
 from seglab.evaluation.metrics import metrics_from_confusion
 from seglab.inference.predictor import Predictor
 from seglab.models.registry import build_model, encoder_of
-from seglab.training.losses import SegLoss
+from seglab.training.losses import SegLoss, distillation_loss
 from seglab.training.transfer import init_from
 
 log = logging.getLogger("seglab")
@@ -70,7 +70,8 @@ class SegmentationTask(L.LightningModule):
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegLoss(self.cfg.loss, meta["ignore_index"], class_weights)
-        self.predictor = Predictor(
+        self.teacher = self._load_teacher(meta) if pretrained and self.cfg.distill else None
+        self.predictor = Predictor.for_model(
             self.model,
             meta,
             scale=self.cfg.inference.scale,
@@ -83,8 +84,34 @@ class SegmentationTask(L.LightningModule):
         self.last_val: dict | None = None
         self.last_test: dict | None = None
         self._t_batch: float | None = None
+        self._t_end: float | None = None
+        self._t_begin, self._wait, self._busy = 0.0, 0.0, 0.0
         self._img_s: float | None = None
         self._t_start = time.monotonic()
+
+    def _load_teacher(self, meta: dict) -> list:
+        """The frozen teacher behind its own input policy (kept in a list: not a submodule,
+        so it is neither trained nor saved in checkpoints)."""
+        from seglab.errors import SeglabError
+        from seglab.inference.predictor import load_checkpoint
+
+        teacher, tconfig, tmeta = load_checkpoint(self.cfg.distill.teacher)
+        if tmeta["classes"] != meta["classes"]:
+            raise SeglabError(
+                f"distill.teacher {self.cfg.distill.teacher} predicts {tmeta['classes']}, "
+                f"this data set has {meta['classes']}; use a teacher trained on the same classes"
+            )
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        log.info("distilling from %s", self.cfg.distill.teacher)
+        predictor = Predictor.for_model(
+            teacher.eval(),
+            tmeta,
+            scale=tconfig["inference"]["scale"],
+            precision=self.cfg.train.precision,
+            channels_last=self.cfg.train.channels_last,
+        )
+        return [predictor]
 
     # -- training ---------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -94,7 +121,17 @@ class SegmentationTask(L.LightningModule):
         x = batch["image"].float()
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss = self.loss(self.model(x), batch["mask"])
+        logits = self.model(x)
+        loss = self.loss(logits, batch["mask"])
+        if self.teacher is not None:
+            d = self.cfg.distill
+            with torch.no_grad():
+                soft = self.teacher[0].logits(x)  # at the teacher's own input scale
+            kd = distillation_loss(
+                logits, soft, batch["mask"], self.hparams.meta["ignore_index"], d.temperature
+            )
+            self.log("train/distill", kd, on_step=False, on_epoch=True, batch_size=x.shape[0])
+            loss = (1 - d.weight) * loss + d.weight * kd
         now = time.monotonic()
         if self._t_batch is not None:
             rate = x.shape[0] * self.trainer.world_size / max(now - self._t_batch, 1e-6)
@@ -107,8 +144,25 @@ class SegmentationTask(L.LightningModule):
             self.log("img_s", self._img_s, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        now = time.monotonic()
+        if self._t_end is not None:  # time since the last step ended: waiting for data
+            self._wait += now - self._t_end
+        self._t_begin = now
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._t_end = time.monotonic()
+        self._busy += self._t_end - self._t_begin
+
+    @property
+    def data_wait_fraction(self) -> float | None:
+        """Share of this epoch's training time spent waiting for the data loader."""
+        total = self._wait + self._busy
+        return self._wait / total if total > 0 else None
+
     def on_train_epoch_start(self) -> None:
         self._t_batch = None
+        self._t_end, self._wait, self._busy = None, 0.0, 0.0
         m = self.cfg.model
         if (
             self._frozen

@@ -49,6 +49,7 @@ class RunRecorder(Callback):
             "train_loss": float(cm["train/loss_epoch"]) if "train/loss_epoch" in cm else None,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "images_per_s": task._img_s,
+            "data_wait_fraction": task.data_wait_fraction,
             "elapsed_s": round(time.monotonic() - self.t0, 1),
         }
         val = (
@@ -73,11 +74,12 @@ class RunRecorder(Callback):
         write_atomic(self.run_dir / "metrics.csv", buf.getvalue())
         miou = f"{row['val_mIoU']:.4f}" if row["val_mIoU"] is not None else "-"
         log.info(
-            "epoch %d: train_loss %.4f val_mIoU %s images/s %s",
+            "epoch %d: train_loss %.4f val_mIoU %s images/s %s data wait %s",
             row["epoch"],
             row["train_loss"] or float("nan"),
             miou,
             f"{row['images_per_s']:.1f}" if row["images_per_s"] else "-",
+            f"{100 * row['data_wait_fraction']:.0f}%" if row["data_wait_fraction"] else "-",
         )
 
 
@@ -121,6 +123,21 @@ def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.T
     )
 
 
+def check_teacher(teacher: Path, classes: list[str]) -> None:
+    """The distillation teacher is a readable seglab checkpoint with the same classes."""
+    from seglab.inference.predictor import read_checkpoint, resolve_checkpoint
+
+    try:
+        meta = read_checkpoint(resolve_checkpoint(teacher))["hyper_parameters"]["meta"]
+    except SeglabError as err:
+        raise SeglabError(f"distill.teacher: {err}") from None
+    if meta["classes"] != classes:
+        raise SeglabError(
+            f"distill.teacher {teacher} predicts {meta['classes']}, this data set has "
+            f"{classes}; use a teacher trained on the same classes"
+        )
+
+
 def train(
     cfg: Config,
     runs_dir: Path = Path("runs"),
@@ -144,6 +161,8 @@ def train(
             f"loss.class_weights has {len(weights)} values for "
             f"{definition.num_classes} classes; give one weight per class"
         )
+    if cfg.distill is not None:  # a bad teacher stops here, before the run directory exists
+        check_teacher(cfg.distill.teacher, definition.classes)
 
     ckpt_path = None
     if resume is not None:

@@ -1,0 +1,76 @@
+"""Knowledge distillation: the loss, and a student that really follows its teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from seglab.config import config_from_dict
+from seglab.errors import SeglabError
+from seglab.inference.predictor import Predictor, resolve_checkpoint
+from seglab.training.losses import distillation_loss
+from seglab.training.train import train
+
+
+def test_distillation_loss_properties():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    assert distillation_loss(t, t, target, 255, 2.0).abs() < 1e-6  # KL(p || p) = 0
+    loss = distillation_loss(s, t, target, 255, 2.0)
+    assert loss > 0
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    # ignored pixels are not distilled: changing the student there changes nothing
+    target[:, :4] = 255
+    s2 = s.detach().clone()
+    s2[:, :, :4] += 10
+    torch.testing.assert_close(
+        distillation_loss(s2, t, target, 255, 2.0),
+        distillation_loss(s.detach(), t, target, 255, 2.0),
+    )
+
+
+@pytest.fixture(scope="module")
+def biased_teacher(trained_run, tmp_path_factory):
+    """The trained tiny model with its head biased so that it says "rectangle" everywhere."""
+    ckpt = torch.load(resolve_checkpoint(trained_run), map_location="cpu", weights_only=True)
+    (bias,) = [k for k in ckpt["state_dict"] if "segmentation_head" in k and k.endswith("bias")]
+    ckpt["state_dict"][bias][2] += 50.0
+    path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def student_share_of_class_2(run, synth_root) -> float:
+    p = Predictor.open(run, backend="torch")
+    files = sorted((synth_root / "images").glob("test_*.png"))
+    return float(sum((p.predict_file(f)[1] == 2).mean() for f in files) / len(files))
+
+
+def test_student_follows_the_teacher_not_only_the_labels(tmp_path, synth_root, biased_teacher):
+    teacher_says = student_share_of_class_2(biased_teacher, synth_root)
+    assert teacher_says > 0.99
+    runs = {}
+    for weight in (0.0, 1.0):
+        cfg = tiny_config(
+            synth_root,
+            name=f"student-{weight}",
+            train={"epochs": 3},
+            distill={"teacher": str(biased_teacher), "weight": weight, "temperature": 1.0},
+        )
+        runs[weight] = train(config_from_dict(cfg), tmp_path / "runs")
+    labels_only = student_share_of_class_2(runs[0.0], synth_root)
+    distilled = student_share_of_class_2(runs[1.0], synth_root)
+    assert labels_only < 0.5 < distilled
+    ckpt = torch.load(resolve_checkpoint(runs[1.0]), map_location="cpu", weights_only=True)
+    assert not any("teacher" in k for k in ckpt["state_dict"])  # the teacher is not saved
+
+
+def test_teacher_with_other_classes_is_refused(tmp_path, synth_root, trained_run):
+    cfg = tiny_config(synth_root, distill={"teacher": str(trained_run)})
+    cfg["data"]["classes"] = ["a", "b", "c", "d"]
+    with pytest.raises(SeglabError, match="distill.teacher"):
+        train(config_from_dict(cfg), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

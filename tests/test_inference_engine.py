@@ -1,0 +1,244 @@
+"""The inference engine: backends agree, tiles equal the whole image, TTA keeps shapes,
+export folders are self-sufficient, INT8 really quantizes, benchmark reports sane figures."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from seglab.data.synthetic import CLASSES
+from seglab.errors import SeglabError
+from seglab.export import export
+from seglab.inference.backends import resolve_backend
+from seglab.inference.predictor import Predictor, gaussian_weight, parse_tta
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+
+def test_images(synth_root, n=6):
+    files = sorted((synth_root / "images").glob("test_*.png"))[:n]
+    return [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+
+
+def big_image(synth_root) -> np.ndarray:
+    """A 192 x 256 scene stitched from the synthetic test images (the model's domain)."""
+    ims = test_images(synth_root, 6)
+    rows = [np.concatenate(ims[i : i + 3], axis=1) for i in (0, 3)]
+    return cv2.resize(np.concatenate(rows, axis=0), (256, 192), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    return {f: export(trained_run, f, root / f).parent for f in ("onnx", "openvino", "torchscript")}
+
+
+def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.mean([(x == y).mean() for x, y in zip(a, b, strict=True)]))
+
+
+def test_backends_agree_on_at_least_995_per_mille(trained_run, synth_root, exports):
+    images = test_images(synth_root) + [big_image(synth_root)]
+    ref = Predictor.open(trained_run, backend="torch", precision="fp32")
+    expected = [ref.predict(im) for im in images]
+    cases = {
+        "torch bf16": Predictor.open(trained_run, backend="torch"),
+        "openvino from checkpoint": Predictor.open(trained_run, backend="openvino"),
+        "onnxruntime": Predictor.open(exports["onnx"], backend="onnxruntime"),
+        "openvino on onnx": Predictor.open(exports["onnx"], backend="openvino"),
+        "openvino IR": Predictor.open(exports["openvino"]),
+        "torchscript": Predictor.open(exports["torchscript"]),
+    }
+    for name, p in cases.items():
+        got = [p.predict(im) for im in images]
+        assert all(g.shape == e.shape for g, e in zip(got, expected, strict=True)), name
+        assert agreement(got, expected) >= 0.995, name
+    assert cases["onnxruntime"].backend.name == "onnxruntime"
+    assert cases["openvino IR"].backend.name == "openvino"
+
+
+def test_auto_backend_is_openvino_when_installed(trained_run):
+    assert resolve_backend("auto") == "openvino"
+    assert Predictor.open(trained_run).backend.name == "openvino"
+    with pytest.raises(SeglabError, match="unknown backend"):
+        resolve_backend("tensorrt")
+
+
+def test_openvino_conversion_is_cached_by_checkpoint_content(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path))
+    Predictor.open(trained_run, backend="openvino")
+    (xml,) = tmp_path.glob("openvino/*/model.xml")
+    stamp = xml.stat().st_mtime_ns
+    Predictor.open(trained_run, backend="openvino")
+    assert list(tmp_path.glob("openvino/*/model.xml")) == [xml]
+    assert xml.stat().st_mtime_ns == stamp
+
+
+class ChannelArgmax:
+    """A fake backend whose logits are the input's own channels: receptive field 1 pixel,
+    so tiled and whole-image predictions must be identical for every tile layout."""
+
+    name, precision = "fake", "fp32"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+@pytest.mark.parametrize(
+    "shape,tile,overlap", [((300, 410), 64, 0.25), ((97, 131), 32, 0.5), ((50, 700), 128, 0.1)]
+)
+def test_tiles_blend_exactly_when_receptive_field_fits(shape, tile, overlap):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    meta = {"classes": ["a", "b", "c"], "in_channels": 3}
+    p = Predictor(ChannelArgmax(), meta, stride=1, tile=tile, overlap=overlap, max_pixels=1024)
+    tiled = p.predict(image)
+    assert tiled.shape == shape
+    np.testing.assert_array_equal(tiled, image.argmax(2).astype(np.uint8))
+
+
+def test_tiled_equals_whole_image_on_a_trained_model(trained_run, synth_root):
+    image = big_image(synth_root)
+    whole = Predictor.open(trained_run, backend="torch", precision="fp32")
+    tiled = Predictor.open(
+        trained_run, backend="torch", precision="fp32", max_pixels=4096, tile=128, overlap=0.5
+    )
+    ref, got = whole.predict(image), tiled.predict(image)
+    assert got.shape == ref.shape == image.shape[:2]
+    assert (got == ref).mean() >= 0.995
+
+
+def test_tiled_path_with_scale_returns_input_size(trained_run):
+    p = Predictor.open(trained_run, backend="torch", max_pixels=1024, tile=64)
+    p.scale = 0.5
+    image = np.random.default_rng(0).integers(0, 255, (301, 257, 3), dtype=np.uint8)
+    assert p.predict(image).shape == (301, 257)
+
+
+def test_gaussian_weight_peaks_in_the_centre():
+    w = gaussian_weight(64, 96)
+    assert w.shape == (64, 96) and w.min() > 0 and w[32, 48] == w.max() > w[0, 0]
+
+
+@pytest.mark.parametrize("shape", [(97, 131, 3), (64, 64, 1), (33, 200, 3)])
+def test_tta_keeps_the_shape_and_changes_scores(trained_run, shape):
+    image = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    plain = Predictor.open(trained_run, backend="torch", precision="fp32")
+    tta = Predictor.open(trained_run, backend="torch", precision="fp32", tta="hflip,vflip,0.75,1.5")
+    assert tta.flips == ("hflip", "vflip") and tta.scales == (1.0, 0.75, 1.5)
+    x = plain.to_tensor(image)
+    with torch.inference_mode():
+        a, b = plain.logits(x), tta.logits(x)
+    assert a.shape == b.shape == (1, 4, *shape[:2])
+    probs = b.exp().sum(1)  # TTA returns log of averaged probabilities
+    torch.testing.assert_close(probs, torch.ones_like(probs), atol=1e-4, rtol=0)
+    assert not torch.allclose(a.softmax(1), b.exp(), atol=1e-3)
+    assert tta.predict(image).shape == shape[:2]
+
+
+def test_tta_of_a_flip_equivariant_backend_is_exact():
+    """With logits = input channels, flips and scale 1 views give the same probabilities."""
+    image = np.random.default_rng(2).integers(0, 255, (40, 52, 3), dtype=np.uint8)
+    meta = {"classes": ["a", "b", "c"], "in_channels": 3}
+    p = Predictor(ChannelArgmax(), meta, stride=1, tta="hflip,vflip")
+    x = p.to_tensor(image).float()
+    torch.testing.assert_close(p.logits(x).exp(), (x / 1.0).softmax(1), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_tta_names_the_item():
+    with pytest.raises(SeglabError, match="'rotate'"):
+        parse_tta("hflip,rotate")
+
+
+def test_export_folder_is_enough_for_predict(trained_run, exports, synth_root, tmp_path):
+    info = json.loads((exports["openvino"] / "seglab.json").read_text())
+    assert info["classes"] == CLASSES
+    assert info["format"] == "openvino" and info["stride"] == 32 and len(info["colors"]) == 4
+    src = synth_root / "images" / "test_0022.png"
+    proc = run_cli(
+        "predict", exports["onnx"], src, "--out", tmp_path / "p", "--backend", "onnxruntime"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "backend: onnxruntime" in proc.stderr
+    mask = cv2.imread(str(tmp_path / "p" / "test_0022_mask.png"), cv2.IMREAD_UNCHANGED)
+    ref = Predictor.open(trained_run, backend="torch", precision="fp32").predict_file(src)[1]
+    assert mask.shape == ref.shape and (mask == ref).mean() >= 0.995
+
+
+def test_export_refuses_to_overwrite_and_checks_options(trained_run, exports, tmp_path):
+    before = sorted(p.name for p in exports["onnx"].iterdir())
+    proc = run_cli("export", trained_run, "--format", "onnx", "--out", exports["onnx"])
+    assert proc.returncode == 1 and "not empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in exports["onnx"].iterdir()) == before
+    with pytest.raises(SeglabError, match="--calibration"):
+        export(trained_run, "openvino", tmp_path / "q", int8=True)
+    with pytest.raises(SeglabError, match="use --format openvino"):
+        export(trained_run, "onnx", tmp_path / "q", int8=True, calibration=tmp_path)
+    with pytest.raises(SeglabError, match="unknown export format"):
+        export(trained_run, "tflite", tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_broken_export_metadata_is_one_line(exports, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "seglab.json").write_text("{not json")
+    with pytest.raises(SeglabError, match="unreadable"):
+        Predictor.open(bad)
+
+
+def test_int8_export_quantizes_and_stays_close(trained_run, synth_root, tmp_path):
+    path = export(
+        trained_run,
+        "openvino",
+        tmp_path / "int8",
+        int8=True,
+        calibration=synth_root / "images",
+        calibration_size=16,
+    )
+    assert "FakeQuantize" in path.read_text() or "fake_convert" in path.read_text().lower()
+    assert json.loads((path.parent / "seglab.json").read_text())["int8"] is True
+    images = test_images(synth_root)
+    ref = Predictor.open(trained_run, backend="torch", precision="fp32")
+    q = Predictor.open(path.parent)
+    assert agreement([q.predict(i) for i in images], [ref.predict(i) for i in images]) >= 0.9
+
+
+def test_benchmark_reports_consistent_figures(trained_run, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli(
+        "benchmark",
+        trained_run,
+        "--backends",
+        "torch,openvino",
+        "--precisions",
+        "fp32",
+        "--batch-sizes",
+        "1,2",
+        "--size",
+        "64x96",
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--out",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        ("torch", 1),
+        ("torch", 2),
+        ("openvino", 1),
+        ("openvino", 2),
+    ]
+    for r in rows:
+        assert 0 < r["latency_p50_ms"] <= r["latency_p90_ms"]
+        assert r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["latency_p50_ms"], rel=0.02)
+        assert r["peak_rss_mb"] >= r["rss_before_mb"] > 0
