@@ -242,3 +242,16 @@ def test_benchmark_reports_consistent_figures(trained_run, tmp_path):
         assert 0 < r["latency_p50_ms"] <= r["latency_p90_ms"]
         assert r["images_per_s"] == pytest.approx(r["batch"] * 1000 / r["latency_p50_ms"], rel=0.02)
         assert r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+
+
+def test_corrupt_exported_model_is_one_line(exports, tmp_path):
+    import shutil
+
+    bad = tmp_path / "corrupt"
+    shutil.copytree(exports["onnx"], bad)
+    (bad / "model.onnx").write_bytes(b"not a model")
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(SeglabError, match="cannot be loaded.*export the model again"):
+            Predictor.open(bad, backend=backend)
+    with pytest.raises(SeglabError, match="cannot run a onnx export"):
+        Predictor.open(bad, backend="torch")

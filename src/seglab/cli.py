@@ -129,13 +129,31 @@ def evaluate(
     tta: Annotated[
         str | None, typer.Option(help="test-time augmentation, e.g. hflip,vflip,0.75,1.25")
     ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="score <stem>_mask.png files in this folder; RUN is then the data set"),
+    ] = None,
+    format: Annotated[
+        str | None, typer.Option(help="with --predictions and a data folder: its layout")
+    ] = None,
 ) -> None:
     """Evaluate a trained model: per-class IoU, Dice, precision, recall and the means.
 
-    Writes metrics.json (with the confusion matrix) and per_class.csv.
+    Writes metrics.json (with the confusion matrix) and per_class.csv. With --predictions,
+    scores mask files (from predict or classic) against the data set given as RUN.
 
     Example: seglab evaluate runs/camvid-unet --split test --tta hflip
+    Example: seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
     """
+    if predictions is not None:
+        from seglab.data.dataset import load_definition
+        from seglab.evaluation.evaluate import evaluate_predictions
+
+        definition = load_definition(run, format)
+        metrics, out_dir = evaluate_predictions(definition, split, predictions, out)
+        print_metrics(metrics, f"{split}: {metrics['images']} images, {predictions}")
+        console.print(f"metrics written to {out_dir}")
+        return
     from seglab.evaluation.evaluate import evaluate as run_eval
 
     metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
@@ -240,6 +258,60 @@ def demo(
     console.print(
         f"  masks and overlays: {pred_dir} ({len(written)} images, "
         f"{predictor.backend.name} backend)"
+    )
+
+
+@app.command()
+def classic(
+    method: Annotated[
+        str,
+        typer.Argument(
+            help="otsu, li, triangle, multiotsu, adaptive, edges, "
+            "region_growing, watershed, watershed_distance, "
+            "graphcut, superpixels, felzenszwalb"
+        ),
+    ],
+    source: Annotated[Path, typer.Argument(help="config, dataset.yaml or data set folder")],
+    out: Annotated[Path, typer.Option(help="folder for <stem>_mask.png")] = Path("classic"),
+    split: Annotated[str, typer.Option(help="split to segment")] = "val",
+    tune_split: Annotated[
+        str, typer.Option(help="labelled split for the parameter search")
+    ] = "train",
+    tune_images: Annotated[int, typer.Option(help="images used for tuning")] = 12,
+    format: Annotated[str | None, typer.Option(help="layout of a data set folder")] = None,
+) -> None:
+    """A classical baseline, tuned on labelled images, writing masks like predict does.
+
+    The parameter grid is searched on --tune-split (half to fit the region-to-class mapping
+    or the superpixel forest, half to score), then SPLIT is segmented.
+
+    Example: seglab classic otsu configs/isbi2012.yaml --out preds/otsu && \
+             seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
+    """
+    from rich.progress import track
+
+    from seglab.classic import run_classic
+    from seglab.data.dataset import load_definition
+    from seglab.runs import write_json
+
+    definition = load_definition(source, format)
+    t0 = time.monotonic()
+    written, search = run_classic(
+        method,
+        definition,
+        split,
+        out,
+        tune_split,
+        tune_images,
+        progress=lambda xs: track(xs, description=method, console=console),
+    )
+    write_json(
+        out / "classic.json", {**search, "split": split, "seconds": round(time.monotonic() - t0, 1)}
+    )
+    console.print(
+        f"{method}: best {search['best']['params']} on {tune_split}; {len(written)} masks in {out} "
+        f"({time.monotonic() - t0:.0f} s). Score: seglab evaluate {source} "
+        f"--predictions {out} --split {split}"
     )
 
 

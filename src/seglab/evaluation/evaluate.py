@@ -114,3 +114,46 @@ def evaluate(
     write_json(out / "metrics.json", metrics)
     write_atomic(out / "per_class.csv", per_class_csv(metrics))
     return metrics, out
+
+
+def evaluate_predictions(
+    definition: DatasetDefinition, split: str, predictions: Path, out: Path | None = None
+) -> tuple[dict, Path]:
+    """Score mask files ``predictions/<stem>_mask.png`` (from ``seglab predict`` or
+    ``seglab classic``) against ``split`` with the same confusion-matrix metrics."""
+    import numpy as np
+
+    from seglab.data.dataset import SegDataset
+    from seglab.data.io import read_mask
+    from seglab.evaluation.metrics import confusion_matrix, metrics_from_confusion
+
+    ds = SegDataset(definition, split, cache=False)
+    k, ignore = definition.num_classes, definition.ignore_index
+    cm = np.zeros((k, k), np.int64)
+    for i, item in enumerate(ds.pairs):
+        path = Path(predictions) / f"{Path(item.image).stem}_mask.png"
+        if not path.is_file():
+            raise SeglabError(
+                f"no prediction {path} for {item.image}; predict the whole {split} split "
+                "into that folder"
+            )
+        target = ds.load(i)[1]
+        pred = read_mask(path)
+        if pred.shape != target.shape:
+            raise SeglabError(
+                f"prediction {path} is {pred.shape[1]}x{pred.shape[0]} but its mask is "
+                f"{target.shape[1]}x{target.shape[0]}; predictions must have the image's size"
+            )
+        if pred.max() >= k:
+            raise SeglabError(
+                f"prediction {path} has value {int(pred.max())}, not a class (0..{k - 1})"
+            )
+        cm += confusion_matrix(target, pred, k, ignore)
+    metrics = metrics_from_confusion(cm, definition.classes)
+    metrics["confusion_matrix"] = cm.tolist()
+    metrics.update({"split": split, "images": len(ds), "predictions": str(predictions)})
+    out = out or new_run_dir(Path(predictions) / "eval", split)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    write_atomic(out / "per_class.csv", per_class_csv(metrics))
+    return metrics, out

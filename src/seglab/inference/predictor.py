@@ -278,30 +278,41 @@ class Predictor:
             info = json.loads((folder / "seglab.json").read_text())
             file = folder / info["file"]
             fmt = info["format"]
-        except (OSError, ValueError, KeyError) as err:
+            name = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}[fmt]
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise SeglabError(
                 f"{folder / 'seglab.json'} is unreadable ({err}); export the model again"
             ) from None
         if not file.is_file():
             raise SeglabError(f"exported model file {file} is missing; export the model again")
-        name = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}[fmt]
         if backend in (None, "auto"):
             backend = (
                 "openvino" if fmt == "onnx" and resolve_backend("auto") == "openvino" else name
             )
         backend = resolve_backend(backend)
         precision = precision or "auto"
-        if backend == "openvino" and fmt in ("onnx", "openvino"):
-            engine = OpenVINOBackend(file, precision)
-        elif backend == "onnxruntime" and fmt == "onnx":
-            engine = OnnxRuntimeBackend(file)
-        elif backend == "torch" and fmt == "torchscript":
-            model = torch.jit.load(str(file), map_location="cpu").eval()
-            engine = TorchBackend(model, precision, channels_last=True)
-        else:
+        if (backend, fmt) not in {
+            ("openvino", "onnx"),
+            ("openvino", "openvino"),
+            ("onnxruntime", "onnx"),
+            ("torch", "torchscript"),
+        }:
             raise SeglabError(
                 f"backend {backend} cannot run a {fmt} export ({file}); use --backend {name}"
             )
+        try:
+            if backend == "openvino":
+                engine = OpenVINOBackend(file, precision)
+            elif backend == "onnxruntime":
+                engine = OnnxRuntimeBackend(file)
+            else:
+                model = torch.jit.load(str(file), map_location="cpu").eval()
+                engine = TorchBackend(model, precision, channels_last=True)
+        except Exception as err:  # noqa: BLE001 - any loader failure: the file is unusable
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            raise SeglabError(
+                f"exported model {file} cannot be loaded ({reason}); export the model again"
+            ) from None
         for key in ("batch_size", "tta", "max_pixels", "tile", "overlap"):
             if key in info.get("inference", {}):
                 kw.setdefault(key, info["inference"][key])
