@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/seglab demo
 
 test: $(STAMP)
+	@scripts/ensure-browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "camvid.yaml")
     ap.add_argument("--tag", help="results name camvid_<TAG>.json (default: the model)")
+    ap.add_argument("--tta", help="evaluate with test-time augmentation, e.g. hflip,0.75,1.25")
     args = ap.parse_args()
     if not (SHARED / "camvid").is_dir():
         sys.exit(f"CamVid not found at {SHARED / 'camvid'}; see ../shared/datasets/README.md")
@@ -58,7 +59,7 @@ def main() -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     epochs = json.loads((run_dir / "metrics.json").read_text())
     img_s = [e["images_per_s"] for e in epochs if e["images_per_s"]]
-    metrics, out = evaluate(run_dir, "test")
+    metrics, out = evaluate(run_dir, "test", tta=args.tta)
     print(
         f"\nCamVid test ({metrics['images']} images, 360x480, 11 classes): "
         f"mIoU {100 * metrics['mIoU']:.2f}%  pixel accuracy {100 * metrics['pixel_accuracy']:.2f}%"
@@ -82,6 +83,7 @@ def main() -> None:
             "test_mean_class_accuracy": metrics["mean_class_accuracy"],
             "test_per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "precision": summary["precision"],
+            "tta": args.tta,
             "run_dir": str(run_dir),
             "config": cfg.model_dump(mode="json"),
             "per_epoch": epochs,

@@ -89,7 +89,9 @@ def main() -> None:
     ckpt = resolve_checkpoint(args.run)
     _, config, meta = load_checkpoint(ckpt)
     cfg = load_config(args.run / "config.yaml") if args.run.is_dir() else None
-    definition = DatasetDefinition.from_config(cfg.data if cfg else DataConfig(**config["data"]))
+    data_cfg = cfg.data if cfg else DataConfig(**config["data"])
+    data_cfg.ignore_index = meta["ignore_index"]  # what the model was trained with
+    definition = DatasetDefinition.from_config(data_cfg)
     test = SegDataset(definition, "test")
     files = [item.image for item in test.pairs]
     masks = [test.load(i)[1] for i in range(len(test))]

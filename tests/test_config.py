@@ -58,12 +58,14 @@ def test_set_overrides_are_typed_and_validated(tmp_path):
         load_config(p, ["train.epochs"])
 
 
-@pytest.mark.parametrize("name", ["camvid.yaml", "camvid-realtime.yaml", "isbi2012.yaml"])
+@pytest.mark.parametrize(
+    "name", ["camvid.yaml", "camvid-realtime.yaml", "isbi2012.yaml", "dsb2018.yaml"]
+)
 def test_shipped_configs_validate(name):
     from conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / name)
-    assert cfg.data.root.name in ("camvid", "isbi2012")
+    assert cfg.data.root.name in ("camvid", "isbi2012", "dsb2018")
 
 
 def test_readme_config_reference_lists_every_key():

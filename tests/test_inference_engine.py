@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import SHARED, run_cli
 
 from seglab.data.synthetic import CLASSES
 from seglab.errors import SeglabError
@@ -43,8 +43,17 @@ def agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(np.mean([(x == y).mean() for x, y in zip(a, b, strict=True)]))
 
 
+def real_images() -> list[np.ndarray]:
+    """A few CamVid street photos and ISBI EM slices, when ../shared/datasets is there."""
+    out = []
+    for pattern in ("camvid/test/*.png", "isbi2012/train/images/2*.png"):
+        for f in sorted(SHARED.glob(pattern))[:3]:
+            out.append(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
+    return out
+
+
 def test_backends_agree_on_at_least_995_per_mille(trained_run, synth_root, exports):
-    images = test_images(synth_root) + [big_image(synth_root)]
+    images = test_images(synth_root) + [big_image(synth_root)] + real_images()
     ref = Predictor.open(trained_run, backend="torch", precision="fp32")
     expected = [ref.predict(im) for im in images]
     cases = {

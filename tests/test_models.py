@@ -21,7 +21,7 @@ ARCHS = sorted(MODELS)
 
 def _predictor(model, k, ch):
     meta = {"classes": [str(i) for i in range(k)], "in_channels": ch}
-    return Predictor(model, meta, precision="fp32", channels_last=False)
+    return Predictor.for_model(model, meta, precision="fp32", channels_last=False)
 
 
 def test_registry_has_the_expected_architectures():

@@ -152,14 +152,14 @@ def evaluate(
         definition = load_definition(run, format)
         metrics, out_dir = evaluate_predictions(definition, split, predictions, out)
         print_metrics(metrics, f"{split}: {metrics['images']} images, {predictions}")
-        console.print(f"metrics written to {out_dir}")
+        console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
         return
     from seglab.evaluation.evaluate import evaluate as run_eval
 
     metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
     if out_dir is not None:
         print_metrics(metrics, f"{split}: {metrics['images']} images")
-        console.print(f"metrics written to {out_dir}")
+        console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
 
 
 @app.command()
@@ -255,6 +255,7 @@ def demo(
     console.print(f"\n[bold]demo finished in {time.monotonic() - t0:.0f} s[/bold]")
     console.print(f"  run (config, metrics per epoch, checkpoints): {run_dir}")
     console.print(f"  test metrics: {eval_dir / 'metrics.json'}")
+    console.print(f"  report (open in a browser): {eval_dir / 'report.html'}")
     console.print(
         f"  masks and overlays: {pred_dir} ({len(written)} images, "
         f"{predictor.backend.name} backend)"
@@ -313,6 +314,77 @@ def classic(
         f"({time.monotonic() - t0:.0f} s). Score: seglab evaluate {source} "
         f"--predictions {out} --split {split}"
     )
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories")],
+    out: Annotated[Path, typer.Option(help="folder for compare.md/.csv/.html/.json")] = Path(
+        "compare"
+    ),
+    size: Annotated[str, typer.Option(help="latency input HxW; 'none' skips timing")] = "360x480",
+    backend: Annotated[str, typer.Option(help="backend timed for latency")] = "auto",
+) -> None:
+    """Compare runs: architecture, encoder, parameters, training time, images/s, latency,
+    mIoU (latest test evaluation, else best validation) and per-class IoU.
+
+    Example: seglab compare runs/camvid-unet runs/camvid-realtime --out compare/
+    """
+    from seglab.evaluation.compare import compare as run_compare
+
+    hw = None
+    if size.lower() != "none":
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise SeglabError(f"--size {size!r}: use HxW such as 360x480, or none") from None
+        hw = (h, w)
+    rows, out_dir = run_compare(runs, out, hw, backend)
+    t = Table(title=f"{len(rows)} runs")
+    cols = ["run", "architecture", "encoder", "params_m", "train_minutes", "latency_ms", "mIoU"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("run", "architecture", "encoder") else "right")
+    for r in rows:
+        t.add_row(
+            *[
+                "-" if r.get(c) is None else (f"{100 * r[c]:.2f}%" if c == "mIoU" else str(r[c]))
+                for c in cols
+            ]
+        )
+    out_console.print(t)
+    console.print(f"compare.md, .csv, .html, .json and miou_vs_latency.png in {out_dir}")
+
+
+@app.command("learning-curve")
+def learning_curve(
+    config: Annotated[Path, typer.Argument(help="YAML config")],
+    fractions: Annotated[str, typer.Option(help="shares of the train split")] = "0.1,0.25,0.5,1.0",
+    split: Annotated[str, typer.Option(help="split scored")] = "val",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="config override")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where the runs go")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="folder for the curve")] = Path("learning_curve"),
+) -> None:
+    """Train on nested random shares of the train split and plot mIoU against the number
+    of labelled images: how much would more labelling help?
+
+    Example: seglab learning-curve configs/camvid.yaml --fractions 0.1,0.25,0.5,1 \
+             --set train.max_minutes=10
+    """
+    from seglab.config import load_config
+    from seglab.evaluation.compare import learning_curve as run_curve
+
+    try:
+        shares = [float(f) for f in fractions.split(",")]
+    except ValueError:
+        raise SeglabError(f"--fractions {fractions!r}: use numbers like 0.1,0.25,0.5,1") from None
+    cfg = load_config(config, list(set_ or []))
+    rows = run_curve(cfg, shares, runs_dir, split, out)
+    for r in rows:
+        out_console.print(
+            f"{r['train_images']:6d} images ({100 * r['fraction']:.0f}%): "
+            f"{split} mIoU {100 * r['mIoU']:.2f}%"
+        )
+    console.print(f"learning_curve.json and learning_curve.png in {out}")
 
 
 @app.command()

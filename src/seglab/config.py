@@ -41,6 +41,9 @@ class DataConfig(_Strict):
     mean: list[float] | None = Field(None, description="per-channel mean (0-255 scale)")
     std: list[float] | None = Field(None, description="per-channel std (0-255 scale)")
     cache: bool = Field(True, description="decode every image once and keep it in memory")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="train on this random share of the train split (nested)"
+    )
 
 
 class ModelConfig(_Strict):

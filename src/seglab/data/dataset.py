@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,10 +153,18 @@ class SegDataset(Dataset):
         transform: Callable | None = None,
         cache: bool = True,
         require_masks: bool = True,
+        fraction: float = 1.0,
+        seed: int = 0,
     ) -> None:
+        """``fraction`` < 1 keeps a random share of the pairs; for one ``seed`` the shares
+        are nested (10% is inside 25%, ...), as a learning curve needs."""
         self.definition = definition
         self.split = split
         self.pairs = definition.pairs(split)
+        if fraction < 1.0:
+            order = np.random.default_rng(seed).permutation(len(self.pairs))
+            keep = sorted(order[: max(1, math.ceil(fraction * len(self.pairs)))])
+            self.pairs = [self.pairs[i] for i in keep]
         if require_masks:
             missing = [it.image for it in self.pairs if it.mask is None]
             if missing:

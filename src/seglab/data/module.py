@@ -49,7 +49,14 @@ class SegDataModule(L.LightningDataModule):
                 definition.in_channels,
                 base_scale=cfg.inference.scale,
             )
-            self.train_set = SegDataset(definition, train_split, transform=t, cache=cfg.data.cache)
+            self.train_set = SegDataset(
+                definition,
+                train_split,
+                transform=t,
+                cache=cfg.data.cache,
+                fraction=cfg.data.train_fraction,
+                seed=cfg.seed,
+            )
             self._check_batchable(self.train_set)
         if eval_split:
             self.eval_set = SegDataset(definition, eval_split, cache=cfg.data.cache)

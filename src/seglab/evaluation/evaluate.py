@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from seglab.config import Config
 from seglab.data.dataset import DatasetDefinition
 from seglab.data.module import SegDataModule
 from seglab.errors import SeglabError
+from seglab.evaluation.report import write_report
 from seglab.inference.predictor import (
     Predictor,
     read_checkpoint,
@@ -58,6 +60,7 @@ def evaluate(
     out: Path | None = None,
     backend: str = "torch",
     tta: str | None = None,
+    report: bool = True,
 ) -> tuple[dict, Path | None]:
     """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks).
 
@@ -89,6 +92,7 @@ def evaluate(
         enable_model_summary=False,
         enable_progress_bar=True,
     )
+    task.per_image = {} if report else None
     trainer.test(task, datamodule=dm, verbose=False)
     metrics = dict(task.last_test)
     metrics.update(
@@ -113,11 +117,57 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     write_atomic(out / "per_class.csv", per_class_csv(metrics))
+    if report:
+        meta = task.hparams.meta
+
+        def predict(i: int) -> tuple:
+            image, target = dm.eval_set.load(i)
+            return image, target, task.predictor.predict(image)
+
+        run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
+        epochs_file = run_dir / "metrics.json" if run_dir else None
+        write_report(
+            out,
+            metrics,
+            meta["classes"],
+            meta["colors"],
+            meta["ignore_index"],
+            gallery_rows(task.per_image, predict, dm.eval_set),
+            json.loads(epochs_file.read_text()) if epochs_file and epochs_file.is_file() else None,
+            title=f"{run_dir.name if run_dir else ckpt_path.name}: {split}",
+        )
     return metrics, out
 
 
+def gallery_rows(per_image: dict, predict, dataset, n: int = 3) -> list[dict]:
+    """The ``n`` best and ``n`` worst images by mIoU, with their predictions."""
+    scored = sorted((v, i) for i, v in per_image.items() if v is not None)
+    worst = scored[:n]
+    best = [s for s in scored[::-1][:n] if s not in worst]
+    rows = []
+    for group, chosen in (("best", best), ("worst", worst)):
+        for miou, i in chosen:
+            image, target, pred = predict(i)
+            name = Path(dataset.pairs[i].image).name
+            rows.append(
+                {
+                    "image": image,
+                    "target": target,
+                    "pred": pred,
+                    "miou": miou,
+                    "name": name,
+                    "group": group,
+                }
+            )
+    return rows
+
+
 def evaluate_predictions(
-    definition: DatasetDefinition, split: str, predictions: Path, out: Path | None = None
+    definition: DatasetDefinition,
+    split: str,
+    predictions: Path,
+    out: Path | None = None,
+    report: bool = True,
 ) -> tuple[dict, Path]:
     """Score mask files ``predictions/<stem>_mask.png`` (from ``seglab predict`` or
     ``seglab classic``) against ``split`` with the same confusion-matrix metrics."""
@@ -125,11 +175,12 @@ def evaluate_predictions(
 
     from seglab.data.dataset import SegDataset
     from seglab.data.io import read_mask
-    from seglab.evaluation.metrics import confusion_matrix, metrics_from_confusion
+    from seglab.evaluation.metrics import confusion_matrix, image_miou, metrics_from_confusion
 
     ds = SegDataset(definition, split, cache=False)
     k, ignore = definition.num_classes, definition.ignore_index
     cm = np.zeros((k, k), np.int64)
+    per_image = {}
     for i, item in enumerate(ds.pairs):
         path = Path(predictions) / f"{Path(item.image).stem}_mask.png"
         if not path.is_file():
@@ -149,6 +200,7 @@ def evaluate_predictions(
                 f"prediction {path} has value {int(pred.max())}, not a class (0..{k - 1})"
             )
         cm += confusion_matrix(target, pred, k, ignore)
+        per_image[i] = image_miou(target, pred, k, ignore)
     metrics = metrics_from_confusion(cm, definition.classes)
     metrics["confusion_matrix"] = cm.tolist()
     metrics.update({"split": split, "images": len(ds), "predictions": str(predictions)})
@@ -156,4 +208,14 @@ def evaluate_predictions(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     write_atomic(out / "per_class.csv", per_class_csv(metrics))
+    if report:
+
+        def predict(i: int) -> tuple:
+            image, target = ds.load(i)
+            stem = Path(ds.pairs[i].image).stem
+            return image, target, read_mask(Path(predictions) / f"{stem}_mask.png")
+
+        rows = gallery_rows(per_image, predict, ds)
+        title = f"{Path(predictions).name}: {split}"
+        write_report(out, metrics, definition.classes, definition.colors, ignore, rows, None, title)
     return metrics, out

@@ -80,3 +80,11 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str] | None = None)
         "pixels": int(total),
         "per_class": per_class,
     }
+
+
+def image_miou(
+    target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None
+) -> float | None:
+    """mIoU of one image (classes absent from both target and prediction left out)."""
+    cm = confusion_matrix(target, pred, num_classes, ignore_index)
+    return metrics_from_confusion(cm, [str(i) for i in range(num_classes)])["mIoU"]

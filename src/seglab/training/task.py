@@ -11,7 +11,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seglab.config import Config
-from seglab.evaluation.metrics import metrics_from_confusion
+from seglab.evaluation.metrics import image_miou, metrics_from_confusion
 from seglab.inference.predictor import Predictor
 from seglab.models.registry import build_model, encoder_of
 from seglab.training.losses import SegLoss, distillation_loss
@@ -83,6 +83,7 @@ class SegmentationTask(L.LightningModule):
         )
         self.last_val: dict | None = None
         self.last_test: dict | None = None
+        self.per_image: dict[int, float | None] | None = None  # index -> mIoU, when asked
         self._t_batch: float | None = None
         self._t_end: float | None = None
         self._t_begin, self._wait, self._busy = 0.0, 0.0, 0.0
@@ -213,6 +214,14 @@ class SegmentationTask(L.LightningModule):
         for idx in groups.values():
             x = torch.stack([images[i] for i in idx])
             pred = self.predictor.logits(x).argmax(1)
+            if self.per_image is not None:  # for the report's best / worst gallery
+                for j, i in enumerate(idx):
+                    self.per_image[int(batch["index"][i])] = image_miou(
+                        masks[i].numpy(),
+                        pred[j].numpy(),
+                        self.predictor.num_classes,
+                        self.hparams.meta["ignore_index"],
+                    )
             self.val_cm.update(pred, torch.stack([masks[i] for i in idx]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
