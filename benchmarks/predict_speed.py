@@ -37,11 +37,11 @@ from seglab.export import export
 from seglab.inference.predictor import Predictor, load_checkpoint, resolve_checkpoint
 
 
-def plain_eager(run: Path):
+def plain_eager(run: Path, scale: float):
     """The baseline a PyTorch user writes: fp32 model, eager, same input policy."""
-    model, config, _ = load_checkpoint(run)
+    model, _, _ = load_checkpoint(run)
     model = model.to(memory_format=torch.contiguous_format).float().eval()
-    scale, stride = config["inference"]["scale"], model.stride
+    stride = model.stride
 
     @torch.inference_mode()
     def predict_file(path: Path) -> np.ndarray:
@@ -82,6 +82,9 @@ def main() -> None:
     ap.add_argument("--int8", action="store_true", help="also measure an INT8 OpenVINO export")
     ap.add_argument("--calibration-size", type=int, default=100)
     ap.add_argument("--tag", default="")
+    ap.add_argument(
+        "--scale", type=float, help="network input scale for every path (default: the run's)"
+    )
     ap.add_argument("--limit", type=int, default=0, help="first N test images only (smoke)")
     args = ap.parse_args()
     if not (SHARED / "camvid").is_dir():
@@ -98,10 +101,11 @@ def main() -> None:
     if args.limit:
         files, masks = files[: args.limit], masks[: args.limit]
     k, ignore = len(meta["classes"]), meta["ignore_index"]
+    scale = args.scale or config["inference"]["scale"]
 
     paths = {
-        "plain PyTorch eager fp32": plain_eager(ckpt),
-        "seglab predict (default)": masks_of(Predictor.open(ckpt)),
+        "plain PyTorch eager fp32": plain_eager(ckpt, scale),
+        "seglab predict (default)": masks_of(Predictor.open(ckpt, scale=scale)),
     }
     default_backend = Predictor.open(ckpt).backend.name
     tmp = Path(tempfile.mkdtemp(prefix="seglab-bench-"))
@@ -119,10 +123,12 @@ def main() -> None:
         )
         quant_s = time.monotonic() - t0
         paths["OpenVINO export, fp32 inference"] = masks_of(
-            Predictor.open(tmp / "fp32", precision="fp32")
+            Predictor.open(tmp / "fp32", precision="fp32", scale=scale)
         )
-        paths["OpenVINO export, bf16 inference"] = masks_of(Predictor.open(tmp / "fp32"))
-        paths["OpenVINO INT8 (NNCF)"] = masks_of(Predictor.open(tmp / "int8"))
+        paths["OpenVINO export, bf16 inference"] = masks_of(
+            Predictor.open(tmp / "fp32", scale=scale)
+        )
+        paths["OpenVINO INT8 (NNCF)"] = masks_of(Predictor.open(tmp / "int8", scale=scale))
     wrap = paths
     for fn in wrap.values():  # warm-up (OpenVINO compiles per new input shape)
         for f in files[:3]:
@@ -157,7 +163,7 @@ def main() -> None:
         )
     print(
         f"\nCamVid test, {len(files)} images at 360x480, end to end per image "
-        f"(run {args.run.name}, input scale {config['inference']['scale']}):"
+        f"(run {args.run.name}, input scale {scale}):"
     )
     for name, row in rows.items():
         print(
@@ -169,7 +175,7 @@ def main() -> None:
         "run": str(args.run),
         "images": len(files),
         "repeats": args.repeats,
-        "input_scale": config["inference"]["scale"],
+        "input_scale": scale,
         "default_backend": default_backend,
         "threads": torch.get_num_threads(),
         "paths": rows,

@@ -134,3 +134,22 @@ def test_init_from_and_freeze_encoder(tmp_path, synth_root, trained_run):
     head = [k for k in new_model.state_dict() if "segmentation_head" in k and "weight" in k][0]
     assert new_model.state_dict()[head].shape[0] == 3
     assert json.loads((run / "metrics.json").read_text())[0]["val_mIoU"] is not None
+
+
+def test_init_from_adapts_the_first_conv_to_other_input_channels(trained_run):
+    """An RGB run initialises a grey model: the stem's weights are summed over RGB (timm's
+    adapt_input_conv), so a grey image gives the stem the response RGB grey gave it."""
+    from seglab.training.transfer import init_from
+
+    src, _, meta = load_checkpoint(trained_run)
+    assert meta["in_channels"] == 3
+    opts = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+    grey = build_model("unet", len(meta["classes"]), 1, [0.0], [1.0], options=opts)
+    info = init_from(grey, trained_run)
+    stem = [k for k in info["adapted"] if "conv1" in k]
+    assert stem and stem[0] in info["loaded"] and stem[0] not in info["reinitialised"]
+    w_rgb, w_grey = src.state_dict()[stem[0]], grey.state_dict()[stem[0]]
+    assert w_grey.shape[1] == 1
+    torch.testing.assert_close(w_grey[:, 0], w_rgb.sum(1))
+    head = [k for k in info["loaded"] if "segmentation_head" in k]
+    assert head  # same class count: the head is loaded too

@@ -142,3 +142,17 @@ def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
     assert [e["epoch"] for e in epochs] == [0, 1]
     assert (run / "checkpoints" / "last.ckpt").read_bytes() != first_best
     assert not (tmp_path / "runs" / "tiny-2").exists()
+
+
+def test_max_steps_stops_mid_epoch_and_schedule_ends(tmp_path, synth_root):
+    # 16 training images, batch 4: 4 steps per epoch; 6 steps end inside the second epoch
+    cfg = config_from_dict(
+        tiny_config(synth_root, train={"epochs": 50, "max_steps": 6, "scheduler": "cosine"})
+    )
+    run = train(cfg, tmp_path)
+    epochs = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert epochs[-1]["step"] == 6
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 6
+    assert epochs[-1]["lr"] < 0.2 * cfg.train.lr  # cosine over 6 steps, not over 50 epochs

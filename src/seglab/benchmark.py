@@ -33,6 +33,8 @@ def open_predictor(source: Path, backend: str, precision: str, tmp: Path):
 
 
 def _measure(source, backend, precision, batch, size, warmup, runs, tmp, queue) -> None:
+    from seglab.inference.predictor import class_argmax
+
     try:
         torch.manual_seed(0)
         predictor = open_predictor(Path(source), backend, precision, Path(tmp))
@@ -43,7 +45,7 @@ def _measure(source, backend, precision, batch, size, warmup, runs, tmp, queue) 
         with torch.inference_mode():
             for i in range(warmup + runs):
                 t = time.perf_counter()
-                predictor.logits(x).argmax(1)
+                class_argmax(predictor.logits(x))
                 if i >= warmup:
                     times.append(time.perf_counter() - t)
         times.sort()

@@ -90,6 +90,9 @@ class AugmentConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(50, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall-clock time")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (a budget load can't bend)"
+    )
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     encoder_lr: float | None = Field(None, gt=0, description="encoder learning rate; null: lr")

@@ -69,6 +69,18 @@ def gaussian_weight(h: int, w: int) -> torch.Tensor:
     return (wgt / wgt.max()).clamp_min(1e-3)
 
 
+TILE_BATCH_PIXELS = 1024 * 1024
+
+
+def class_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Argmax over the class axis of ``... x K x H x W`` scores -> ``... x H x W`` int64.
+
+    torch reduces over a strided (not innermost) axis about ten times slower on a CPU than
+    over the innermost one (30 ms against 3 ms for 11 x 360 x 480), so the classes are moved
+    last first; ties resolve to the lowest index either way."""
+    return scores.movedim(-3, -1).contiguous().argmax(-1)
+
+
 def tile_starts(size: int, tile: int, step: int) -> list[int]:
     if size <= tile:
         return [0]
@@ -185,26 +197,29 @@ class Predictor:
         step_w = max(1, round(tw * (1 - self.overlap)))
         ys, xs = tile_starts(h, th, step_h), tile_starts(w, tw, step_w)
         weight = gaussian_weight(th, tw)
+        # tiles per forward pass: batch_size, but no more than TILE_BATCH_PIXELS (the
+        # network's activations grow with the batch, and batching buys little on a CPU)
+        per_batch = max(1, min(self.batch_size, TILE_BATCH_PIXELS // (th * tw)))
         k = self.num_classes
         mask = np.empty((h, w), dtype=np.uint8)
         band = torch.zeros(k, th, w)  # accumulated scores for rows [y0, y0 + th)
         y0 = 0
         for yi, y in enumerate(ys):
             if y > y0:  # rows [y0, y) are complete: finish them, shift the band
-                mask[y0:y] = band[:, : y - y0].argmax(0).to(torch.uint8).numpy()
+                mask[y0:y] = class_argmax(band[:, : y - y0]).to(torch.uint8).numpy()
                 kept = band[:, y - y0 :].clone()
                 band.zero_()
                 band[:, : kept.shape[1]] = kept
                 y0 = y
-            for i in range(0, len(xs), self.batch_size):
-                cols = xs[i : i + self.batch_size]
+            for i in range(0, len(xs), per_batch):
+                cols = xs[i : i + per_batch]
                 tiles = np.stack([image[y : y + th, x : x + tw] for x in cols])
                 batch = torch.from_numpy(tiles).permute(0, 3, 1, 2).float()
                 scores = self._scores(batch) * weight
                 for j, x in enumerate(cols):
                     band[:, :, x : x + tw] += scores[j]
             if yi == len(ys) - 1:
-                mask[y0:h] = band[:, : h - y0].argmax(0).to(torch.uint8).numpy()
+                mask[y0:h] = class_argmax(band[:, : h - y0]).to(torch.uint8).numpy()
         if (h, w) != (h0, w0):
             mask = cv2.resize(mask, (w0, h0), interpolation=cv2.INTER_NEAREST)
         return mask
@@ -230,7 +245,7 @@ class Predictor:
         h, w = image.shape[:2]
         if h * w * max(self.scale, 1.0) ** 2 > self.max_pixels:  # input- or network-size logits
             return self.predict_tiled(self.adapt(image, path))
-        return self.logits(self.to_tensor(image, path)).argmax(1)[0].to(torch.uint8).numpy()
+        return class_argmax(self.logits(self.to_tensor(image, path)))[0].to(torch.uint8).numpy()
 
     def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Read an image file and return (image, mask)."""
@@ -254,7 +269,7 @@ class Predictor:
         model, config, meta = load_checkpoint(ckpt)
         precision = precision or config["train"]["precision"]
         inf = config["inference"]
-        for key in ("batch_size", "tta", "max_pixels", "tile", "overlap"):
+        for key in ("scale", "batch_size", "tta", "max_pixels", "tile", "overlap"):
             if key in inf:
                 kw.setdefault(key, inf[key])
         name = resolve_backend(backend or inf.get("backend", "auto"))
@@ -268,7 +283,7 @@ class Predictor:
                 f"backend onnxruntime needs an exported model; run seglab export {source} "
                 "--format onnx and predict with the exported folder"
             )
-        return cls(engine, meta, model.stride, inf["scale"], **kw)
+        return cls(engine, meta, model.stride, **kw)
 
     @classmethod
     def from_export(
@@ -313,10 +328,11 @@ class Predictor:
             raise SeglabError(
                 f"exported model {file} cannot be loaded ({reason}); export the model again"
             ) from None
+        kw.setdefault("scale", info["scale"])
         for key in ("batch_size", "tta", "max_pixels", "tile", "overlap"):
             if key in info.get("inference", {}):
                 kw.setdefault(key, info["inference"][key])
-        return cls(engine, info, info["stride"], info["scale"], **kw)
+        return cls(engine, info, info["stride"], **kw)
 
     @classmethod
     def from_checkpoint(cls, run_or_ckpt: str | Path, **kw) -> Predictor:

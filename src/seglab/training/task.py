@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seglab.config import Config
 from seglab.evaluation.metrics import image_miou, metrics_from_confusion
-from seglab.inference.predictor import Predictor
+from seglab.inference.predictor import Predictor, class_argmax
 from seglab.models.registry import build_model, encoder_of
 from seglab.training.losses import SegLoss, distillation_loss
 from seglab.training.transfer import init_from
@@ -213,7 +213,7 @@ class SegmentationTask(L.LightningModule):
             groups.setdefault(tuple(im.shape), []).append(i)
         for idx in groups.values():
             x = torch.stack([images[i] for i in idx])
-            pred = self.predictor.logits(x).argmax(1)
+            pred = class_argmax(self.predictor.logits(x))
             if self.per_image is not None:  # for the report's best / worst gallery
                 for j, i in enumerate(idx):
                     self.per_image[int(batch["index"][i])] = image_miou(

@@ -112,6 +112,7 @@ def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.T
         strategy="ddp_find_unused_parameters_true" if distributed else "auto",
         precision="bf16-mixed" if precision == "bf16" else "32-true",
         max_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
         check_val_every_n_epoch=t.val_every,
         num_sanity_val_steps=0,
         logger=False,
@@ -201,9 +202,17 @@ def train(
             filename="best",
             monitor="val/mIoU",
             mode="max",
-            save_last=True,
             save_top_k=1,
             auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
+        # Lightning's save_last only refreshes last.ckpt when best.ckpt is written; --resume
+        # needs the latest epoch, so a second checkpoint writes it after every epoch
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
             enable_version_counter=False,
         ),
         RunRecorder(run_dir, definition.classes),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from timm.models import adapt_input_conv
+
 from seglab.errors import SeglabError
 from seglab.inference.predictor import read_checkpoint, resolve_checkpoint
 from seglab.models.registry import SegModel
@@ -31,6 +33,14 @@ def init_from(model: SegModel, source: str | Path) -> dict:
         for k, v in theirs.items()
         if k in own and k not in keep_own and own[k].shape == v.shape
     }
+    adapted = []
+    for k, v in theirs.items():  # the first conv of a model with other input channels
+        mine = own.get(k)
+        if k in loaded or mine is None or v.ndim != 4 or mine.ndim != 4:
+            continue
+        if mine.shape[0] == v.shape[0] and mine.shape[2:] == v.shape[2:]:
+            loaded[k] = adapt_input_conv(mine.shape[1], v, base_chans=v.shape[1])
+            adapted.append(k)
     if not loaded:
         raise SeglabError(
             f"model.init_from {path}: no layer matches this model (another "
@@ -39,10 +49,11 @@ def init_from(model: SegModel, source: str | Path) -> dict:
     model.load_state_dict(loaded, strict=False)
     reinit = sorted({k.rsplit(".", 1)[0] for k in own if k not in loaded and k not in keep_own})
     log.info(
-        "init_from %s: %d of %d tensors loaded; re-initialised: %s",
+        "init_from %s: %d of %d tensors loaded; input channels adapted: %s; re-initialised: %s",
         path,
         len(loaded),
         len(own) - len(keep_own),
+        ", ".join(adapted) or "none",
         ", ".join(reinit) or "none",
     )
-    return {"loaded": sorted(loaded), "reinitialised": reinit}
+    return {"loaded": sorted(loaded), "adapted": adapted, "reinitialised": reinit}
