@@ -8,7 +8,8 @@ Rand error (as benchmarks/isbi2012_unet.py). dsb2018 (train split for tuning, va
 nucleus IoU and Dice. Each classical method is tuned by ``seglab classic`` (grid search on
 12 evenly spaced training images), writes masks, and is scored by ``evaluate_predictions``;
 the U-Net rows evaluate the benchmark runs (trained by isbi2012_unet.py and, if missing,
-here with configs/dsb2018.yaml for --dsb-minutes). Writes benchmarks/results/classic_vs_deep.json.
+here with configs/dsb2018.yaml for --dsb-steps optimizer steps).
+Writes benchmarks/results/classic_vs_deep.json.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--isbi-run", type=Path, default=ROOT / "benchmarks" / "work" / "isbi2012-unet")
     ap.add_argument("--dsb-run", type=Path, default=ROOT / "benchmarks" / "work" / "dsb2018-unet")
-    ap.add_argument("--dsb-minutes", type=float, default=10.0)
+    ap.add_argument("--dsb-steps", type=int, default=600, help="about 10 min on 2 idle cores")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "classic")
     args = ap.parse_args()
     for name in ("isbi2012", "dsb2018"):
@@ -58,7 +59,8 @@ def main() -> None:
             sys.exit(f"{name} not found at {SHARED / name}; see ../shared/datasets/README.md")
     isbi = DatasetDefinition.from_config(load_config(ROOT / "configs" / "isbi2012.yaml").data)
     dsb_cfg = load_config(
-        ROOT / "configs" / "dsb2018.yaml", [f"train.max_minutes={args.dsb_minutes}"]
+        ROOT / "configs" / "dsb2018.yaml",
+        [f"train.max_steps={args.dsb_steps}", "train.max_minutes=null"],
     )
     dsb = DatasetDefinition.from_config(dsb_cfg.data)
 

@@ -28,7 +28,8 @@ def make_blobs(root, n_train=8, n_val=4, dark_objects=False, seed=0):
             for _ in range(rng.integers(3, 6)):
                 c = rng.integers(12, 84, 2)
                 cv2.circle(mask, (int(c[0]), int(c[1])), int(rng.integers(6, 12)), 1, -1)
-            fg, bg = (60, 170) if dark_objects else (190, 60)
+            dark = dark_objects == "alternate" and i % 2 == 1 or dark_objects is True
+            fg, bg = (60, 170) if dark else (190, 60)
             img = np.where(mask == 1, fg, bg) + rng.normal(0, 18, mask.shape)
             img = cv2.GaussianBlur(np.clip(img, 0, 255).astype(np.uint8), (3, 3), 0)
             stem = f"{split}_{i:02d}"
@@ -110,6 +111,19 @@ def test_polarity_is_learned_from_labels(tmp_path):
     run_classic("otsu", dark, "val", tmp_path / "p")
     metrics, _ = evaluate_predictions(dark, "val", tmp_path / "p")
     assert metrics["per_class"]["nucleus"]["iou"] > 0.8
+
+
+def test_mixed_polarity_is_normalised(tmp_path):
+    """Bright-field and fluorescence in one set (dark objects on bright, bright on dark):
+    one region -> class mapping fits both only after the dark_majority normalisation,
+    which the grid search picks."""
+    mixed = load_definition(make_blobs(tmp_path / "mixed", dark_objects="alternate"))
+    _, search = run_classic("otsu", mixed, "val", tmp_path / "p")
+    assert search["best"]["params"]["polarity"] == "dark_majority"
+    metrics, _ = evaluate_predictions(mixed, "val", tmp_path / "p")
+    assert metrics["per_class"]["nucleus"]["iou"] > 0.8
+    kept = [t["mIoU"] for t in search["trials"] if t["params"]["polarity"] == "keep"]
+    assert max(kept) < 0.6  # without it, one polarity's objects are always lost
 
 
 def test_evaluate_predictions_matches_a_hand_count(blobs, tmp_path):

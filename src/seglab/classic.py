@@ -38,6 +38,16 @@ def grey(image: np.ndarray, sigma: float = 0.0) -> np.ndarray:
     return filters.gaussian(g, sigma) if sigma > 0 else g
 
 
+def dark_majority(image: np.ndarray) -> np.ndarray:
+    """Invert the image when most of it lies above its Otsu threshold, so the majority
+    phase (usually the background) is dark: bright-field and fluorescence images of the
+    same objects then agree on which side of a threshold the objects are."""
+    g = grey(image)
+    if g.max() > g.min() and (g > filters.threshold_otsu(g)).mean() > 0.5:
+        return 255 - image
+    return image
+
+
 # -- region makers: image -> int regions (small ids) ------------------------------------
 def threshold_global(image, method: str = "otsu", sigma: float = 0.0) -> np.ndarray:
     g = grey(image, sigma)
@@ -152,25 +162,36 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "otsu": Method(
-        threshold_global, {"sigma": [0, 1, 2]}, "global Otsu threshold", {"method": "otsu"}
+        threshold_global,
+        {"sigma": [0, 1, 2], "polarity": ["keep", "dark_majority"]},
+        "global Otsu threshold",
+        {"method": "otsu"},
     ),
     "li": Method(
         threshold_global,
-        {"sigma": [0, 1, 2]},
+        {"sigma": [0, 1, 2], "polarity": ["keep", "dark_majority"]},
         "Li's minimum cross-entropy threshold",
         {"method": "li"},
     ),
     "triangle": Method(
-        threshold_global, {"sigma": [0, 1, 2]}, "triangle threshold", {"method": "triangle"}
+        threshold_global,
+        {"sigma": [0, 1, 2], "polarity": ["keep", "dark_majority"]},
+        "triangle threshold",
+        {"method": "triangle"},
     ),
     "multiotsu": Method(
         threshold_multiotsu,
-        {"regions": [3, 4], "sigma": [0, 1]},
+        {"regions": [3, 4], "sigma": [0, 1], "polarity": ["keep", "dark_majority"]},
         "multi-Otsu, regions mapped to classes",
     ),
     "adaptive": Method(
         threshold_local,
-        {"block_size": [15, 35, 75], "offset": [-0.03, 0.0, 0.03], "sigma": [0, 1]},
+        {
+            "block_size": [15, 35, 75],
+            "offset": [-0.03, 0.0, 0.03],
+            "sigma": [0, 1],
+            "polarity": ["keep", "dark_majority"],
+        },
         "local (adaptive) threshold",
     ),
     "edges": Method(
@@ -178,7 +199,11 @@ METHODS: dict[str, Method] = {
     ),
     "region_growing": Method(
         region_growing,
-        {"seed_percentile": [80, 95], "tolerance": [0.1, 0.2, 0.3]},
+        {
+            "seed_percentile": [80, 95],
+            "tolerance": [0.1, 0.2, 0.3],
+            "polarity": ["keep", "dark_majority"],
+        },
         "seeded region growing with an intensity tolerance",
     ),
     "watershed": Method(
@@ -196,7 +221,11 @@ METHODS: dict[str, Method] = {
         {"sigma": [0, 1], "h": [1, 2, 4]},
         "watershed of the distance transform from h-maxima markers",
     ),
-    "graphcut": Method(graph_cut, {"sigma": [0, 1]}, "GrabCut graph cut initialised from Otsu"),
+    "graphcut": Method(
+        graph_cut,
+        {"sigma": [0, 1], "polarity": ["keep", "dark_majority"]},
+        "GrabCut graph cut initialised from Otsu",
+    ),
     "superpixels": Method(
         superpixels,
         {"algorithm": ["slic"], "n_segments": [300, 1000]},
@@ -254,6 +283,9 @@ class Classic:
         return self.method.fn is superpixels
 
     def regions(self, image: np.ndarray, params: dict) -> np.ndarray:
+        params = dict(params)
+        if params.pop("polarity", "keep") == "dark_majority":
+            image = dark_majority(image)
         return self.method.fn(image, **(self.method.fixed or {}), **params)
 
     def _fit_params(self, samples, params: dict):
