@@ -159,3 +159,21 @@ def test_cli_classic_then_evaluate_and_bad_predictions(blobs, tmp_path):
 def test_unknown_method_names_the_choices():
     with pytest.raises(Exception, match="otsu"):
         Classic("kmeans", 2, 255)
+
+
+def test_one_large_image_does_not_outvote_the_rest():
+    """Votes are per image: a big image whose bright side is background cannot flip the
+    mapping that seven small images agree on."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(7):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:40, 20:40] = 1
+        samples.append((np.where(mask, 200, 30).astype(np.uint8)[..., None], mask))
+    big_mask = np.zeros((512, 512), np.uint8)
+    big_mask[:8, :8] = 1
+    big = np.where(rng.random((512, 512)) < 0.7, 200, 30).astype(np.uint8)[..., None]
+    samples.append((big, big_mask))
+    c = Classic("otsu", 2, None)
+    model = c._fit_params(samples, {"sigma": 0, "polarity": "keep"})
+    assert list(model) == [0, 1]  # bright -> nucleus, as the small images say

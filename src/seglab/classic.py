@@ -304,14 +304,17 @@ class Classic:
             )
             forest.fit(np.concatenate(x), np.concatenate(y))
             return forest
-        votes = np.zeros((0, self.k), np.int64)
+        votes = np.zeros((0, self.k), np.float64)
         for image, mask in samples:
             v = region_votes(self.regions(image, params), mask, self.k, self.ignore)
+            # each image gives each region one vote, split by the region's class shares
+            # there, so a single large image cannot outvote many small ones
+            v = v / np.maximum(v.sum(1, keepdims=True), 1)
             n = max(len(votes), len(v))
             votes = np.pad(votes, ((0, n - len(votes)), (0, 0))) + np.pad(
                 v, ((0, n - len(v)), (0, 0))
             )
-        return votes.argmax(1)  # region -> its majority class on the labelled images
+        return votes.argmax(1)  # region -> its majority class over the labelled images
 
     def _predict_with(self, image: np.ndarray, params: dict, model) -> np.ndarray:
         reg = self.regions(image, params)
