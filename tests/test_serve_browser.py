@@ -90,8 +90,9 @@ def test_page_segments_a_real_image_in_headless_chromium(trained_run, tmp_path):
             page.click(f'#legend li[data-index="{biggest}"]')
             hidden_cls = page.get_attribute(f'#legend li[data-index="{biggest}"]', "class")
             opaque_after = page.evaluate(OPAQUE_JS)
-            page.fill("#opacity", "40")
-            page.dispatch_event("#opacity", "input")
+            page.eval_on_selector(
+                "#opacity", "e => { e.value = 40; e.dispatchEvent(new Event('input')); }"
+            )
             opacity = page.eval_on_selector("#overlay", "c => c.style.opacity")
             with page.expect_download() as info:
                 page.click("#download")

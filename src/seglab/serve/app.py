@@ -345,6 +345,10 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):  # a bug, not bad input: still JSON
+        return error(500, "internal", f"internal error: {type(exc).__name__}: {one_line(exc)}")
+
     @app.exception_handler(UploadError)
     async def bad_upload(request: Request, exc: UploadError):
         return error(exc.status, exc.code, exc.message)
