@@ -7,7 +7,8 @@ small queue, where the server must answer 503 + Retry-After (not crash, not time
 Each level starts ``seglab serve`` in a subprocess on 127.0.0.1 (a free port), sends a few
 untimed warm-up requests, then ``--requests`` (scaled by the client count) ``POST /v1/segment``
 requests of CamVid test images (360x480 PNG, index-PNG answers) from N concurrent clients in
-one asyncio process; each client sends its next request when the previous one is answered.
+one asyncio process; each client sends its next request when the previous one is answered
+(after a 503 it first waits Retry-After seconds, at most 1 s, as a polite client does).
 Bounded: a fixed number of requests per level, a per-request timeout and a per-level time
 limit. Latency is measured at the client, per successful request. Also takes a screenshot of
 the web page with the model (benchmarks/results/serve_page.png) when chromium is installed.
@@ -85,8 +86,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, round(q / 100 * len(values) + 0.5) - 1))]
 
 
-async def load(url: str, images: list[bytes], clients: int, total: int, limit_s: float) -> dict:
-    """``total`` requests from ``clients`` concurrent clients; latencies of the answers."""
+async def load(
+    url: str,
+    images: list[bytes],
+    clients: int,
+    total: int,
+    limit_s: float,
+    backoff_cap: float = 1.0,
+) -> dict:
+    """``total`` requests from ``clients`` concurrent clients; latencies of the answers.
+    A client answered 503 waits Retry-After seconds (at most ``backoff_cap``) and goes on
+    with its next request; every attempt counts as one of the ``total``."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     retry_after: list[int] = []
@@ -112,7 +122,9 @@ async def load(url: str, images: list[bytes], clients: int, total: int, limit_s:
                 if r is not None and r.status_code == 200:
                     latencies.append(time.perf_counter() - start)
                 elif r is not None and r.status_code == 503:
-                    retry_after.append(int(r.headers.get("retry-after", "0")))
+                    wait = int(r.headers.get("retry-after", "0"))
+                    retry_after.append(wait)
+                    await asyncio.sleep(min(wait, backoff_cap))  # as a polite client does
 
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
@@ -195,7 +207,7 @@ def run_level(args, name: str, clients: int, total: int, max_queue: int, max_bat
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, default=ROOT / "benchmarks/work/camvid-unet-run1")
-    ap.add_argument("--requests", type=int, default=24, help="requests per level = this x 2^k")
+    ap.add_argument("--requests", type=int, default=40, help="requests per level = this x 2^k")
     ap.add_argument("--time-limit", type=float, default=120, help="seconds per level at most")
     ap.add_argument("--logs", type=Path, default=Path("/tmp"))
     ap.add_argument("--no-screenshot", action="store_true")

@@ -295,6 +295,15 @@ def create_app(
     depth.set_function(lambda: queue.depth)
     solo = itertools.count()
 
+    def busy(retry_after: int) -> JSONResponse:
+        rejected.inc()
+        return error(
+            503,
+            "queue_full",
+            f"the server is busy ({queue.max_queue} images queued); retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         queue.start()
@@ -431,6 +440,8 @@ def create_app(
     ):
         """Segment one image: the class-index mask as a PNG, or per-class areas and RLE."""
         name, predictor = served.get(model, tta)
+        if queue.full:  # refuse before decoding: a busy server spends nothing on it
+            return busy(queue.retry_after())
         data = await file.read(max_upload_bytes + 1)
         image = await run_in_threadpool(decode_upload, data, max_upload_bytes, max_pixels)
         if hasattr(predictor, "adapt"):
@@ -446,14 +457,7 @@ def create_app(
         try:
             mask = await queue.submit(key, image)
         except QueueFull as full:
-            rejected.inc()
-            return error(
-                503,
-                "queue_full",
-                f"the server is busy ({queue.max_queue} images queued); retry in "
-                f"{full.retry_after} s",
-                headers={"Retry-After": str(full.retry_after)},
-            )
+            return busy(full.retry_after)
         except SeglabError as err:
             raise UploadError(422, "cannot_segment", one_line(err)) from None
         elapsed = (time.perf_counter() - start) * 1000

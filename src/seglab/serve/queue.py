@@ -74,6 +74,10 @@ class InferenceQueue:
         """Jobs waiting (not yet running)."""
         return len(self._jobs)
 
+    @property
+    def full(self) -> bool:
+        return len(self._jobs) >= self.max_queue
+
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained: at least 1."""
         return max(1, round((len(self._jobs) + self.busy) * self._avg_job_s + 0.5))
