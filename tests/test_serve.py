@@ -319,3 +319,17 @@ def test_openapi_schema_is_valid():
     assert spec["openapi"].startswith("3.1")
     assert [e.message for e in OPENAPI_31_VALIDATOR.iter_errors(spec)] == []
     assert set(spec["paths"]) == {"/healthz", "/metrics", "/v1/models", "/v1/segment"}
+
+
+def test_batched_forward_pass_agrees_with_single_images(trained_run, synth_root):
+    """``--max-batch``: same-sized images in one pass give the masks of one-by-one passes
+    (bit-identical on this machine; float reductions may differ by batch, so allow 0.1%)."""
+    from seglab.data.io import read_image
+    from seglab.inference.predictor import Predictor
+    from seglab.serve.app import run_batch
+
+    predictor = Predictor.open(trained_run)
+    images = [read_image(p) for p in sorted((synth_root / "images").glob("*.png"))[:4]]
+    batched = run_batch((predictor, None, None), images)
+    for image, mask in zip(images, batched, strict=True):
+        assert (predictor.predict(image) == mask).mean() >= 0.999

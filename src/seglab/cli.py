@@ -211,8 +211,9 @@ def serve(
     models: Annotated[
         list[str],
         typer.Argument(
+            metavar="RUN_OR_MODEL...",
             help="run directories, .ckpt files or exported folders; NAME=PATH names one "
-            "(the first is the default)"
+            "(the first is the default)",
         ),
     ],
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every one)")] = (
