@@ -173,6 +173,19 @@ def test_error_cases_without_a_file(client, tmp_path):
     # a request body far above the limit is refused from its Content-Length, unread
     r = post(client, b"\x89PNG\r\n\x1a\n" + b"\0" * 200_000)
     assert r.status_code == 413 and r.json()["code"] == "too_large"
+
+    # ... and, without a Content-Length (chunked), once it has read past the limit
+    def chunks():
+        yield b"--b\r\nContent-Disposition: form-data; name=file; filename=x.png\r\n\r\n"
+        for _ in range(20):
+            yield b"\x89PNG" + b"\0" * 10_000
+
+    r = client.post(
+        "/v1/segment",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert r.status_code == 413 and r.json()["code"] == "too_large", r.text
     r = client.get("/v2/nothing")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     # a 5-channel TIFF for a 3-channel model: readable, but the model cannot take it

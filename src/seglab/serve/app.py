@@ -144,6 +144,35 @@ def error(status: int, code: str, message: str, **extra) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was being read."""
+
+
+class BodyLimit:
+    """ASGI middleware: stop reading a ``path`` request body past ``limit`` bytes, also when
+    the client sent no Content-Length (chunked). FastAPI reports the failed body parse as an
+    HTTPException caused by :class:`BodyTooLarge`, which the app answers with 413."""
+
+    def __init__(self, app, path: str, limit: int) -> None:
+        self.app, self.path, self.limit = app, path, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(f"request body above {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 def rle_encode(binary: np.ndarray) -> dict:
     """``H x W`` bool -> COCO compressed RLE (``pycocotools.mask.decode`` reads it back)."""
@@ -322,6 +351,13 @@ def create_app(
     known = {"/", "/healthz", "/metrics", "/v1/models", "/v1/segment", "/openapi.json", "/docs"}
     body_limit = max_upload_bytes + 64 * 1024  # the file plus the multipart framing and fields
 
+    def too_large_body() -> JSONResponse:
+        return error(
+            413, "too_large", f"the request is above the upload limit of {max_upload_bytes} bytes"
+        )
+
+    app.add_middleware(BodyLimit, path="/v1/segment", limit=body_limit)
+
     @app.middleware("http")
     async def measure(request: Request, call_next):
         path = request.url.path
@@ -329,11 +365,7 @@ def create_app(
         start = time.perf_counter()
         size = request.headers.get("content-length")
         if path == "/v1/segment" and size and size.isdigit() and int(size) > body_limit:
-            response = error(
-                413,
-                "too_large",
-                f"the request is {size} bytes; the upload limit is {max_upload_bytes} bytes",
-            )
+            response = too_large_body()
         else:
             response = await call_next(request)
         latency.labels(label).observe(time.perf_counter() - start)
@@ -351,6 +383,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, BodyTooLarge):
+            return too_large_body()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
@@ -464,7 +498,8 @@ def create_app(
         backend, _ = _backend_info(predictor)
         headers = {"X-Seglab-Model": name, "X-Seglab-Backend": backend}
         if format == "png":
-            return Response(encode_png(mask), media_type="image/png", headers=headers)
+            data = await run_in_threadpool(encode_png, mask)
+            return Response(data, media_type="image/png", headers=headers)
         meta = predictor.meta
         classes = await run_in_threadpool(areas, mask, meta["classes"], meta["colors"], True)
         result = SegmentResult(
