@@ -297,7 +297,7 @@ def test_model_names(tmp_path):
 
 
 # -- schemathesis against the OpenAPI schema ----------------------------------------------------
-schemathesis = pytest.importorskip("schemathesis")
+import schemathesis  # noqa: E402 - a pinned dev dependency: fail loudly when missing
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
