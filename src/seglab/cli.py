@@ -207,6 +207,63 @@ def predict(
 
 
 @app.command()
+def serve(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN_OR_MODEL...",
+            help="run directories, .ckpt files or exported folders; NAME=PATH names one "
+            "(the first is the default)",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every one)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto (OpenVINO when installed), torch, openvino, onnxruntime"),
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option(help="images waiting for inference before 503 Retry-After")
+    ] = 16,
+    max_batch: Annotated[int, typer.Option(help="same-sized queued images per forward pass")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, MiB")] = 25.0,
+    max_pixels: Annotated[
+        int, typer.Option(help="largest accepted image, width x height pixels")
+    ] = 25_000_000,
+) -> None:
+    """Serve models over HTTP: POST /v1/segment, GET /v1/models, /healthz, /metrics, the
+    OpenAPI schema at /docs, and a web page at / to try them in a browser.
+
+    Example: seglab serve runs/camvid-unet --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    import uvicorn
+
+    from seglab.serve import create_app, open_models
+
+    if not 1 <= port <= 65535:
+        raise SeglabError(f"--port {port} is not a TCP port; use 1..65535")
+    if max_queue < 1 or max_batch < 1 or max_upload_mb <= 0 or max_pixels < 1:
+        raise SeglabError("--max-queue, --max-batch, --max-upload-mb and --max-pixels must be > 0")
+    predictors = open_models(models, backend)
+    for name, p in predictors.items():
+        console.print(f"model {name}: backend {p.backend.name} ({p.backend.precision})")
+    app_ = create_app(
+        predictors,
+        max_queue=max_queue,
+        max_batch=max_batch,
+        max_upload_bytes=int(max_upload_mb * (1 << 20)),
+        max_pixels=max_pixels,
+    )
+    console.print(f"serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops")
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
+    except SystemExit as err:  # uvicorn exits when it cannot bind
+        raise SeglabError(f"cannot listen on {host}:{port}; is the port in use?") from err
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="folder for the data, run and predictions")] = Path(
         "demo_runs"

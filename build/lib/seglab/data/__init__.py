@@ -1,0 +1,1 @@
+"""Data: dataset definitions, format readers, image I/O, transforms, Lightning data module."""

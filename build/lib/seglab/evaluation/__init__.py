@@ -1,0 +1,1 @@
+"""Evaluation: metrics from one confusion matrix, and the evaluate command."""

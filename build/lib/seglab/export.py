@@ -1,0 +1,162 @@
+"""``seglab export``: a run's model as ONNX, OpenVINO IR or TorchScript, plus ``seglab.json``
+(classes, colours, channels, stride, input policy) so the folder alone is enough for
+``seglab predict``. Normalisation is inside the model: exported models take raw 0-255 pixels.
+Height and width are dynamic (any multiple of the stride; the Predictor pads).
+
+INT8: post-training static quantization of the OpenVINO model with NNCF, calibrated on
+images from a folder, preprocessed by the same input policy as prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seglab.errors import SeglabError
+from seglab.inference.backends import example_input, to_openvino
+from seglab.inference.predictor import load_checkpoint, resolve_checkpoint
+
+log = logging.getLogger("seglab")
+
+FORMATS = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}
+
+
+def calibration_inputs(
+    folder: Path, in_channels: int, stride: int, scale: float, limit: int
+) -> list[np.ndarray]:
+    """Up to ``limit`` images from ``folder``, scaled and padded like the Predictor does."""
+    import cv2
+
+    from seglab.data.io import adapt_channels, read_image
+    from seglab.inference.predict import expand_inputs
+
+    files = expand_inputs([folder])
+    step = max(1, len(files) // limit)
+    out = []
+    for f in files[::step][:limit]:
+        img = adapt_channels(read_image(f), in_channels, f)
+        if scale != 1.0:
+            h, w = img.shape[:2]
+            img = cv2.resize(
+                img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+            img = img if img.ndim == 3 else img[:, :, None]
+        h, w = img.shape[:2]
+        img = np.pad(img, ((0, (-h) % stride), (0, (-w) % stride), (0, 0)), mode="reflect")
+        out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out
+
+
+def export(
+    run_or_ckpt: str | Path,
+    fmt: str,
+    out: Path,
+    int8: bool = False,
+    calibration: Path | None = None,
+    calibration_size: int = 100,
+) -> Path:
+    """Write ``out/`` (model file + seglab.json); returns the model file's path."""
+    if fmt not in FORMATS:
+        raise SeglabError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if int8 and fmt != "openvino":
+        raise SeglabError("--int8 quantizes OpenVINO models (NNCF); use --format openvino")
+    if int8 and (calibration is None or not Path(calibration).is_dir()):
+        raise SeglabError(
+            f"--int8 needs --calibration DIR, a folder of typical images (got {calibration})"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise SeglabError(f"{out} exists and is not empty; choose another --out or delete it")
+    ckpt = resolve_checkpoint(run_or_ckpt)
+    model, config, meta = load_checkpoint(ckpt)
+    model = model.to(memory_format=torch.contiguous_format).float().eval()
+    c, stride = meta["in_channels"], model.stride
+    inference = {k: v for k, v in config["inference"].items() if k != "scale"}
+    info = {
+        "format": fmt,
+        "file": FORMATS[fmt],
+        "int8": int8,
+        "classes": meta["classes"],
+        "colors": meta["colors"],
+        "in_channels": c,
+        "ignore_index": meta.get("ignore_index"),
+        "stride": stride,
+        "scale": config["inference"]["scale"],
+        "inference": inference,
+        "input": "float32 N x C x H x W, raw 0-255 pixels, H and W multiples of stride",
+        "output": "float32 N x K x H x W logits",
+        "model": {"name": config["model"]["name"], "encoder": config["model"]["encoder"]},
+        "source": str(ckpt),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        target = tmp / FORMATS[fmt]
+        x = example_input(c, stride)
+        if fmt == "onnx":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    (x,),
+                    str(target),
+                    input_names=["image"],
+                    output_names=["logits"],
+                    dynamic_axes={
+                        "image": {0: "n", 2: "h", 3: "w"},
+                        "logits": {0: "n", 2: "h", 3: "w"},
+                    },
+                    opset_version=17,
+                    dynamo=False,
+                )
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(model, x, check_trace=False)
+            traced.save(str(target))
+        else:
+            import openvino as ov
+
+            ov_model = to_openvino(model, c, stride)
+            if int8:
+                ov_model = quantize_openvino(
+                    ov_model,
+                    calibration_inputs(
+                        Path(calibration), c, stride, info["scale"], calibration_size
+                    ),
+                )
+            ov.save_model(ov_model, target, compress_to_fp16=False)
+        (tmp / "seglab.json").write_text(json.dumps(info, indent=1) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        tmp.chmod(0o755)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / FORMATS[fmt]
+
+
+def quantize_openvino(ov_model, samples: list[np.ndarray]):
+    """NNCF post-training INT8 quantization (activations and weights), CPU preset."""
+    import nncf
+
+    if not samples:
+        raise SeglabError("the calibration folder has no images")
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    return nncf.quantize(
+        ov_model,
+        nncf.Dataset(samples),
+        subset_size=len(samples),
+        model_type=None,
+        preset=nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=True,
+    )

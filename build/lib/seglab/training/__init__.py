@@ -1,0 +1,1 @@
+"""Training: losses, the LightningModule, and the train() entry point."""

@@ -1,0 +1,66 @@
+"""Cross-entropy, Dice and CE + Dice, with class weights and the ignore index."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
+
+from seglab.config import LossConfig
+
+
+class WeightedDiceLoss(DiceLoss):
+    """SMP's multiclass soft Dice, averaged over classes with ``weights`` (if given)."""
+
+    def __init__(self, ignore_index: int, weights: torch.Tensor | None = None) -> None:
+        super().__init__(mode="multiclass", from_logits=True, ignore_index=ignore_index)
+        self.register_buffer("weights", weights)
+
+    def aggregate_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return loss.mean()
+        return (loss * self.weights).sum() / self.weights.sum()
+
+
+class SegLoss(nn.Module):
+    """``ce``, ``dice`` or ``ce+dice`` (CE + dice_weight * Dice) on float32 logits."""
+
+    def __init__(self, cfg: LossConfig, ignore_index: int, weights: list[float] | None) -> None:
+        super().__init__()
+        w = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+        self.register_buffer("weights", w)
+        self.use_ce = cfg.name in ("ce", "ce+dice")
+        self.dice = WeightedDiceLoss(ignore_index, w) if cfg.name != "ce" else None
+        self.dice_weight = cfg.dice_weight if cfg.name == "ce+dice" else 1.0
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        loss = logits.new_zeros(())
+        if self.use_ce:
+            loss = loss + F.cross_entropy(
+                logits, target, weight=self.weights, ignore_index=self.ignore_index
+            )
+        if self.dice is not None:
+            loss = loss + self.dice_weight * self.dice(logits, target)
+        return loss
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss per pixel: T^2 * KL(teacher_T || student_T), averaged
+    over labelled pixels (the ignore region is not distilled either)."""
+    t = temperature
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher.float() / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)  # B x H x W
+    valid = target != ignore_index
+    if not valid.any():
+        return kl.sum() * 0.0
+    return kl[valid].mean() * t * t

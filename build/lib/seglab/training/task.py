@@ -1,0 +1,250 @@
+"""SegmentationTask: the LightningModule (model, loss, confusion-matrix metrics, optimiser)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from seglab.config import Config
+from seglab.evaluation.metrics import image_miou, metrics_from_confusion
+from seglab.inference.predictor import Predictor
+from seglab.models.registry import build_model, encoder_of
+from seglab.training.losses import SegLoss, distillation_loss
+from seglab.training.transfer import init_from
+
+log = logging.getLogger("seglab")
+
+
+def lr_factor(kind: str, progress: float, warmup: float = 0.05) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1]: linear warm-up, then cosine or poly."""
+    if kind == "none":
+        return 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    p = (progress - warmup) / (1 - warmup)
+    if kind == "cosine":
+        return 0.005 + 0.995 * 0.5 * (1 + math.cos(math.pi * p))
+    return max(1 - p, 0.0) ** 0.9 + 0.005  # poly
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains and evaluates one segmentation model.
+
+    ``config`` is the resolved config dict and ``meta`` the dataset definition's meta
+    (classes, colours, ignore index, channels, normalisation); both are saved in every
+    checkpoint, which is therefore enough to rebuild the model on its own.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        meta: dict,
+        class_weights: list[float] | None = None,
+        pretrained: bool = True,
+    ) -> None:
+        """``pretrained`` False skips encoder weights and ``init_from`` (loading a checkpoint)."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["pretrained"])
+        self.cfg = Config.model_validate(config)
+        k = len(meta["classes"])
+        m = self.cfg.model
+        self.model = build_model(
+            m.name,
+            k,
+            meta["in_channels"],
+            meta["mean"],
+            meta["std"],
+            encoder=m.encoder,
+            encoder_weights=m.encoder_weights if pretrained else None,
+            options=m.options,
+        )
+        if pretrained and m.init_from is not None:
+            init_from(self.model, m.init_from)
+        self._frozen = m.freeze_encoder
+        if self.cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = SegLoss(self.cfg.loss, meta["ignore_index"], class_weights)
+        self.teacher = self._load_teacher(meta) if pretrained and self.cfg.distill else None
+        self.predictor = Predictor.for_model(
+            self.model,
+            meta,
+            scale=self.cfg.inference.scale,
+            precision=self.cfg.train.precision,
+            channels_last=self.cfg.train.channels_last,
+        )
+        self.val_cm = MulticlassConfusionMatrix(
+            k, ignore_index=meta["ignore_index"], validate_args=False
+        )
+        self.last_val: dict | None = None
+        self.last_test: dict | None = None
+        self.per_image: dict[int, float | None] | None = None  # index -> mIoU, when asked
+        self._t_batch: float | None = None
+        self._t_end: float | None = None
+        self._t_begin, self._wait, self._busy = 0.0, 0.0, 0.0
+        self._img_s: float | None = None
+        self._t_start = time.monotonic()
+
+    def _load_teacher(self, meta: dict) -> list:
+        """The frozen teacher behind its own input policy (kept in a list: not a submodule,
+        so it is neither trained nor saved in checkpoints)."""
+        from seglab.errors import SeglabError
+        from seglab.inference.predictor import load_checkpoint
+
+        teacher, tconfig, tmeta = load_checkpoint(self.cfg.distill.teacher)
+        if tmeta["classes"] != meta["classes"]:
+            raise SeglabError(
+                f"distill.teacher {self.cfg.distill.teacher} predicts {tmeta['classes']}, "
+                f"this data set has {meta['classes']}; use a teacher trained on the same classes"
+            )
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        log.info("distilling from %s", self.cfg.distill.teacher)
+        predictor = Predictor.for_model(
+            teacher.eval(),
+            tmeta,
+            scale=tconfig["inference"]["scale"],
+            precision=self.cfg.train.precision,
+            channels_last=self.cfg.train.channels_last,
+        )
+        return [predictor]
+
+    # -- training ---------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._t_start = time.monotonic()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = batch["image"].float()
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = self.model(x)
+        loss = self.loss(logits, batch["mask"])
+        if self.teacher is not None:
+            d = self.cfg.distill
+            with torch.no_grad():
+                soft = self.teacher[0].logits(x)  # at the teacher's own input scale
+            kd = distillation_loss(
+                logits, soft, batch["mask"], self.hparams.meta["ignore_index"], d.temperature
+            )
+            self.log("train/distill", kd, on_step=False, on_epoch=True, batch_size=x.shape[0])
+            loss = (1 - d.weight) * loss + d.weight * kd
+        now = time.monotonic()
+        if self._t_batch is not None:
+            rate = x.shape[0] * self.trainer.world_size / max(now - self._t_batch, 1e-6)
+            self._img_s = rate if self._img_s is None else 0.9 * self._img_s + 0.1 * rate
+        self._t_batch = now
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0]
+        )
+        if self._img_s is not None:
+            self.log("img_s", self._img_s, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        now = time.monotonic()
+        if self._t_end is not None:  # time since the last step ended: waiting for data
+            self._wait += now - self._t_end
+        self._t_begin = now
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._t_end = time.monotonic()
+        self._busy += self._t_end - self._t_begin
+
+    @property
+    def data_wait_fraction(self) -> float | None:
+        """Share of this epoch's training time spent waiting for the data loader."""
+        total = self._wait + self._busy
+        return self._wait / total if total > 0 else None
+
+    def on_train_epoch_start(self) -> None:
+        self._t_batch = None
+        self._t_end, self._wait, self._busy = None, 0.0, 0.0
+        m = self.cfg.model
+        if (
+            self._frozen
+            and m.unfreeze_at_epoch is not None
+            and self.current_epoch >= m.unfreeze_at_epoch
+        ):
+            self._frozen = False
+            log.info("epoch %d: encoder unfrozen", self.current_epoch)
+        for p in encoder_of(self.model.net).parameters():
+            p.requires_grad_(not self._frozen)
+        if self._frozen:
+            encoder_of(self.model.net).eval()  # frozen batch-norm statistics too
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        enc_ids = {id(p) for p in encoder_of(self.model.net).parameters()}
+        groups = [
+            {
+                "params": [p for p in self.parameters() if id(p) in enc_ids],
+                "lr": t.encoder_lr or t.lr,
+            },
+            {"params": [p for p in self.parameters() if id(p) not in enc_ids], "lr": t.lr},
+        ]
+        if t.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                groups, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True
+            )
+        else:
+            opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        budget = t.max_minutes * 60 if t.max_minutes else None
+
+        def factor(step: int) -> float:
+            progress = step / total
+            if budget:  # follow the wall-clock budget so the schedule ends when time does
+                progress = max(progress, (time.monotonic() - self._t_start) / budget)
+            return lr_factor(t.scheduler, progress)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation and test: the Predictor's path, one confusion matrix ----------------
+    def _update(self, batch: dict) -> None:
+        images, masks = batch["image"], batch["mask"]
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(tuple(im.shape), []).append(i)
+        for idx in groups.values():
+            x = torch.stack([images[i] for i in idx])
+            pred = self.predictor.logits(x).argmax(1)
+            if self.per_image is not None:  # for the report's best / worst gallery
+                for j, i in enumerate(idx):
+                    self.per_image[int(batch["index"][i])] = image_miou(
+                        masks[i].numpy(),
+                        pred[j].numpy(),
+                        self.predictor.num_classes,
+                        self.hparams.meta["ignore_index"],
+                    )
+            self.val_cm.update(pred, torch.stack([masks[i] for i in idx]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._update(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._update(batch)
+
+    def _epoch_metrics(self) -> dict:
+        cm = self.val_cm.compute().cpu().numpy()  # summed over processes under DDP
+        self.val_cm.reset()
+        metrics = metrics_from_confusion(cm, self.hparams.meta["classes"])
+        metrics["confusion_matrix"] = cm.tolist()
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._epoch_metrics()
+        if self.trainer.sanity_checking:
+            return
+        self.last_val = {"epoch": self.current_epoch, **metrics}
+        miou = metrics["mIoU"] if metrics["mIoU"] is not None else 0.0
+        self.log("val/mIoU", miou, prog_bar=True)
+        self.log("val/pixel_accuracy", metrics["pixel_accuracy"] or 0.0)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test = self._epoch_metrics()
