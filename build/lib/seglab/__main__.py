@@ -1,3 +1,0 @@
-from seglab.cli import main
-
-main()

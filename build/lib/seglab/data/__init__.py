@@ -1,1 +1,0 @@
-"""Data: dataset definitions, format readers, image I/O, transforms, Lightning data module."""

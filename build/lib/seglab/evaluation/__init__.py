@@ -1,1 +1,0 @@
-"""Evaluation: metrics from one confusion matrix, and the evaluate command."""

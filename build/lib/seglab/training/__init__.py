@@ -1,1 +1,0 @@
-"""Training: losses, the LightningModule, and the train() entry point."""
