@@ -69,6 +69,29 @@ def print_metrics(metrics: dict, title: str) -> None:
     )
 
 
+def print_instance_metrics(metrics: dict, title: str) -> None:
+    """COCO AP, DSB2018 score and counts of an instance evaluation."""
+
+    def f(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    t = Table(title=title)
+    keys = ["mask_AP", "mask_AP50", "mask_AP75"]
+    keys += [k for k in ("box_AP", "box_AP50", "box_AP75") if k in metrics]
+    for k in [*keys, "DSB2018 score", "mean |count error|", "objects / image"]:
+        t.add_column(k, justify="right")
+    t.add_row(
+        *[f(metrics[k]) for k in keys],
+        f"{metrics['dsb_score']:.4f}",
+        f"{metrics['mean_abs_count_error']:.2f}",
+        f"{metrics['mean_objects']:.1f}",
+    )
+    out_console.print(t)
+    bad = {k: v for k, v in metrics.get("annotation_problems", {}).items() if v}
+    if bad:
+        out_console.print(f"bad annotations handled: {bad}")
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/)")] = None,
@@ -157,6 +180,10 @@ def evaluate(
     from seglab.evaluation.evaluate import evaluate as run_eval
 
     metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
+    if "dsb_score" in metrics:  # task: instance
+        print_instance_metrics(metrics, f"{split}: {metrics['images']} images")
+        console.print(f"metrics, per_image.csv and results.json written to {out_dir}")
+        return
     if out_dir is not None:
         print_metrics(metrics, f"{split}: {metrics['images']} images")
         console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
@@ -190,6 +217,21 @@ def predict(
 
     from seglab.inference.predict import predict as run_predict
     from seglab.inference.predictor import Predictor
+    from seglab.instance.run import is_instance_checkpoint, predict_instance
+
+    if is_instance_checkpoint(run):
+        written = predict_instance(
+            run,
+            inputs,
+            out,
+            alpha,
+            progress=lambda xs: track(xs, description="predicting", console=console),
+        )
+        console.print(
+            f"{len(written)} instance maps (16-bit PNG) and overlays, and results.json "
+            f"(COCO results) written to {out}"
+        )
+        return
 
     kw = {k: v for k, v in (("tile", tile), ("max_pixels", max_pixels)) if v is not None}
     if tta is not None:

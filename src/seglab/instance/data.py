@@ -128,8 +128,10 @@ class InstanceDataset(Dataset):
                     crowd = np.pad(crowd, ((0, ph), (0, pw)), constant_values=True)
                     h, w = inst.shape
                 y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-                img, inst, crowd = img[y : y + ch, x : x + cw], inst[y : y + ch, x : x + cw], (
-                    crowd[y : y + ch, x : x + cw]
+                img, inst, crowd = (
+                    img[y : y + ch, x : x + cw],
+                    inst[y : y + ch, x : x + cw],
+                    (crowd[y : y + ch, x : x + cw]),
                 )
             if rng.random() < 0.5:
                 img, inst, crowd = img[:, ::-1], inst[:, ::-1], crowd[:, ::-1]
@@ -145,6 +147,7 @@ class InstanceDataset(Dataset):
             "labels": s.labels,
             "crowd": np.ascontiguousarray(crowd),
             "index": i,
+            "name": self.name(i),
         }
 
 

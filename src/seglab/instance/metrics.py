@@ -140,10 +140,11 @@ class InstanceMetrics:
         crowd: np.ndarray | None,
         pred: np.ndarray,
         detections: list[dict],
+        image_id: int | None = None,
     ) -> None:
         """``detections``: {"mask": H x W bool, "label": class index, "score": float,
-        "box": [x0, y0, x1, y1] or None}."""
-        image_id = len(self.gt["images"]) + 1
+        "box": [x0, y0, x1, y1] or None}; ``image_id`` default: 1, 2, ... in call order."""
+        image_id = image_id if image_id is not None else len(self.gt["images"]) + 1
         h, w = target.shape
         self.gt["images"].append({"id": image_id, "file_name": name, "height": h, "width": w})
         if self.class_agnostic:
