@@ -214,7 +214,7 @@ def bad_coco(tmp_path: Path) -> Path:
             "category_id": 3,
             "bbox": [5, 5, 0, 0],
             "segmentation": [_square(30, 20, 40, 30)],
-        },  # noqa: E501
+        },
         {"image_id": 2, "category_id": 3, "segmentation": [[1, 1, 4, 4]]},  # 2-point polygon
         {"image_id": 2, "category_id": 3, "segmentation": {"size": [48, 64], "counts": "@@"}},
         {"image_id": 2, "category_id": 7, "iscrowd": 1, "segmentation": [_square(0, 40, 10, 48)]},
@@ -226,7 +226,7 @@ def bad_coco(tmp_path: Path) -> Path:
         "images": images,
         "annotations": anns,
         "categories": [{"id": 7, "name": "train"}, {"id": 3, "name": "car"}],
-    }  # noqa: E501
+    }
     for split in ("train2017", "val2017"):
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return tmp_path
@@ -281,7 +281,7 @@ def test_maskrcnn_resnet50_builds_and_runs_a_step():
         build_maskrcnn(2, "resnet50", anchor_sizes=[8, 16])
     net = MaskRCNNModel(
         build_maskrcnn(3, "resnet50", min_size=64, max_size=64, anchor_sizes=[8, 16, 32, 64, 128])
-    )  # noqa: E501
+    )
     inst = np.zeros((64, 64), np.int32)
     inst[10:30, 10:30] = 1
     inst[35:60, 30:50] = 2
@@ -392,6 +392,6 @@ def test_instance_config_errors(tmp_path):
         method_of(config_from_dict(raw))
     d = DatasetDefinition.from_config(
         DataConfig(format="folder", root=tmp_path, classes=["a", "b"])
-    )  # noqa: E501
+    )
     with pytest.raises(SeglabError, match="task: instance reads"):
         InstanceDataset(d, "train")

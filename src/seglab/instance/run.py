@@ -244,8 +244,12 @@ def evaluate_instance(
     split: str = "val",
     data_root: Path | None = None,
     out: Path | None = None,
+    tune: bool = False,
 ) -> tuple[dict, Path]:
     """COCO mask AP (+ box AP for Mask R-CNN), DSB2018 score and counts on ``split``.
+
+    ``tune``: first tune the thresholds on ``split`` itself (as validation does), instead of
+    using the checkpoint's.
 
     Writes metrics.json, per_image.csv (DSB score, objects, predicted, count error) and
     results.json (COCO results: RLE masks and scores) to ``out`` (default RUN/eval/<split>)."""
@@ -265,7 +269,7 @@ def evaluate_instance(
     t0 = time.monotonic()
     for i in range(len(ds)):
         task._collect(list_collate([ds[i]]))
-    metrics = task.compute_metrics(tune=False)
+    metrics = task.compute_metrics(tune=tune)
     per_image = metrics.pop("per_image")
     metrics.update(
         {
