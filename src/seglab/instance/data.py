@@ -117,13 +117,13 @@ class InstanceDataset(Dataset):
         img, inst = s.image, s.instances
         crowd = s.crowd if s.crowd is not None else np.zeros(inst.shape, bool)
         if self.augment:
-            rng = np.random.default_rng()
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
             if self.crop is not None:
                 ch, cw = self.crop
                 h, w = inst.shape
-                if h < ch or w < cw:  # pad small images (reflect the image, background ids)
+                if h < ch or w < cw:  # pad small images (black, not scored)
                     ph, pw = max(ch - h, 0), max(cw - w, 0)
-                    img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+                    img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
                     inst = np.pad(inst, ((0, ph), (0, pw)))
                     crowd = np.pad(crowd, ((0, ph), (0, pw)), constant_values=True)
                     h, w = inst.shape

@@ -126,7 +126,7 @@ class InstanceMetrics:
     def __init__(self, category_ids: list[int], class_agnostic: bool = False) -> None:
         self.category_ids = category_ids if not class_agnostic else [0, 1]
         self.class_agnostic = class_agnostic
-        self.gt: dict = {"images": [], "annotations": [], "categories": []}
+        self.gt: dict = {"info": {}, "images": [], "annotations": [], "categories": []}
         self.gt["categories"] = [{"id": c, "name": str(c)} for c in self.category_ids[1:]]
         self.results: list[dict] = []
         self.box_results: list[dict] = []
@@ -184,12 +184,10 @@ class InstanceMetrics:
         )
 
     def compute(self) -> dict:
-        for a in self.gt["annotations"]:  # pycocotools' loadRes wants bbox in results only
-            a.setdefault("bbox", [0, 0, 0, 0])
-        mask = coco_ap(self.gt, self.results, "segm")
+        mask = coco_ap(self.gt, [dict(r) for r in self.results], "segm")
         out: dict = {f"mask_{k}": v for k, v in mask.items()}
         if self.box_results:
-            box = coco_ap(self.gt, self.box_results, "bbox")
+            box = coco_ap(self.gt, [dict(r) for r in self.box_results], "bbox")
             out.update({f"box_{k}": v for k, v in box.items()})
         n = max(len(self.per_image), 1)
         out["dsb_score"] = sum(r["dsb_score"] for r in self.per_image) / n
