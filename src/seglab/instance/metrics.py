@@ -50,8 +50,25 @@ def count(instances: np.ndarray) -> int:
 
 def encode(mask: np.ndarray) -> dict:
     """Binary H x W mask -> COCO RLE with a JSON-able ``counts`` string."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def encode_at(
+    shape: tuple[int, int], offset: tuple[int, int], crop: np.ndarray, buf: np.ndarray | None
+) -> dict:
+    """RLE of an image-sized mask that is ``crop`` placed at ``offset`` (y, x), else empty.
+
+    ``buf`` (uint8, Fortran order, ``shape``, all zero) is reused between calls, so many
+    objects of a large image never hold a full-size mask each."""
+    if buf is None:
+        buf = np.zeros(shape, np.uint8, order="F")
+    y0, x0 = offset
+    h, w = crop.shape
+    buf[y0 : y0 + h, x0 : x0 + w] = crop
+    rle = encode(buf)
+    buf[y0 : y0 + h, x0 : x0 + w] = 0
     return rle
 
 
@@ -123,7 +140,11 @@ class InstanceMetrics:
     COCO AP uses each detection's own mask and score (overlaps allowed, as COCO expects);
     the DSB score and counts use the non-overlapping instance map."""
 
-    def __init__(self, category_ids: list[int], class_agnostic: bool = False) -> None:
+    def __init__(
+        self, category_ids: list[int], class_agnostic: bool = False, boxes: bool = False
+    ) -> None:
+        """``boxes``: also box AP (from the detections' ``box``)."""
+        self.boxes = boxes
         self.category_ids = category_ids if not class_agnostic else [0, 1]
         self.class_agnostic = class_agnostic
         self.gt: dict = {"info": {}, "images": [], "annotations": [], "categories": []}
@@ -142,8 +163,9 @@ class InstanceMetrics:
         detections: list[dict],
         image_id: int | None = None,
     ) -> None:
-        """``detections``: {"mask": H x W bool, "label": class index, "score": float,
-        "box": [x0, y0, x1, y1] or None}; ``image_id`` default: 1, 2, ... in call order."""
+        """``detections``: {"rle" (COCO RLE) or "mask" (H x W bool), "label": class index,
+        "score": float, "box": [x0, y0, x1, y1] or None}; ``image_id`` default: 1, 2, ...
+        in call order."""
         image_id = image_id if image_id is not None else len(self.gt["images"]) + 1
         h, w = target.shape
         self.gt["images"].append({"id": image_id, "file_name": name, "height": h, "width": w})
@@ -158,7 +180,7 @@ class InstanceMetrics:
                 {
                     "image_id": image_id,
                     "category_id": cat,
-                    "segmentation": encode(d["mask"]),
+                    "segmentation": d["rle"] if "rle" in d else encode(d["mask"]),
                     "score": float(d["score"]),
                 }
             )
@@ -186,7 +208,7 @@ class InstanceMetrics:
     def compute(self) -> dict:
         mask = coco_ap(self.gt, [dict(r) for r in self.results], "segm")
         out: dict = {f"mask_{k}": v for k, v in mask.items()}
-        if self.box_results:
+        if self.boxes:
             box = coco_ap(self.gt, [dict(r) for r in self.box_results], "bbox")
             out.update({f"box_{k}": v for k, v in box.items()})
         n = max(len(self.per_image), 1)

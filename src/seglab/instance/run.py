@@ -29,7 +29,6 @@ from seglab.instance.data import (
     check_format,
     list_collate,
 )
-from seglab.instance.metrics import encode
 from seglab.instance.task import InstanceTask, category_ids, method_of
 from seglab.runs import add_file_log, new_run_dir, write_atomic, write_json, write_yaml
 
@@ -348,7 +347,7 @@ def predict_instance(
                     "image_id": n,
                     "file_name": f.name,
                     "category_id": cats[d["label"]],
-                    "segmentation": encode(d["mask"]),
+                    "segmentation": d["rle"],
                     "score": round(float(d["score"]), 5),
                 }
             )

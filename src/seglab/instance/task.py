@@ -16,12 +16,13 @@ import time
 import lightning as L
 import numpy as np
 import torch
+from scipy import ndimage
 
 from seglab.config import Config
 from seglab.errors import SeglabError
 from seglab.inference.predictor import Predictor
 from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn
-from seglab.instance.metrics import InstanceMetrics, dsb_score
+from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at
 from seglab.instance.targets import THREE_CLASSES, boundary_targets, maskrcnn_target
 from seglab.instance.watershed import instances_from_probs, tune_watershed
 from seglab.models.registry import build_model
@@ -148,10 +149,11 @@ class InstanceTask(L.LightningModule):
             return paint_detections(raw, t[0]), full_detections(raw)
         p_int, p_bnd = raw[0] / 255.0, raw[1] / 255.0
         inst, scores = instances_from_probs(p_int, p_bnd, t[0], t[1], self.cfg.instance.min_area)
-        dets = [
-            {"mask": inst == i + 1, "label": 1, "score": float(s), "box": None}
-            for i, s in enumerate(scores)
-        ]
+        buf = np.zeros(inst.shape, np.uint8, order="F")
+        dets = []
+        for i, sl in enumerate(ndimage.find_objects(inst)):
+            rle = encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i + 1, buf)
+            dets.append({"rle": rle, "label": 1, "score": float(scores[i]), "box": None})
         return inst, dets
 
     def predict_instances(self, image: np.ndarray):
@@ -253,7 +255,9 @@ class InstanceTask(L.LightningModule):
     def compute_metrics(self, tune: bool) -> dict:
         tuned = self.tune() if tune and self._raw else {}
         metrics = InstanceMetrics(
-            category_ids(self.hparams.meta), class_agnostic=self.method == "boundary"
+            category_ids(self.hparams.meta),
+            class_agnostic=self.method == "boundary",
+            boxes=self.method == "maskrcnn",
         )
         for raw, (name, target, labels, crowd) in zip(self._raw, self._targets, strict=True):
             inst, dets = self.instances(raw)
@@ -302,11 +306,14 @@ def paint_detections(raw: dict, score_threshold: float) -> np.ndarray:
 
 
 def full_detections(raw: dict) -> list[dict]:
-    """Every Mask R-CNN detection with its full-image mask (for COCO AP and results)."""
-    out = []
-    for d in raw["dets"]:
-        (y0, x0), m = d["offset"], d["prob"] >= 128
-        full = np.zeros(raw["shape"], bool)
-        full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
-        out.append({"mask": full, "label": d["label"], "score": d["score"], "box": d["box"]})
-    return out
+    """Every Mask R-CNN detection with its image-sized mask as RLE (COCO AP and results)."""
+    buf = np.zeros(raw["shape"], np.uint8, order="F")
+    return [
+        {
+            "rle": encode_at(raw["shape"], d["offset"], d["prob"] >= 128, buf),
+            "label": d["label"],
+            "score": d["score"],
+            "box": d["box"],
+        }
+        for d in raw["dets"]
+    ]
