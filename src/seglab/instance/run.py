@@ -55,9 +55,6 @@ def _problems(definition: DatasetDefinition, datasets: dict[str, InstanceDataset
         p = annotation_problems(definition, split)
         p["images_without_objects"] = ds.empty_images
         out[split] = p
-        bad = {k: v for k, v in p.items() if v}
-        if bad:
-            log.info("split %s: bad annotations handled: %s", split, bad)
     return out
 
 
@@ -134,6 +131,8 @@ def train_instance(
         seed=cfg.seed,
     )
     val_set = InstanceDataset(definition, "val")
+    problems = _problems(definition, {"train": train_set, "val": val_set})
+    task = InstanceTask(config_to_dict(cfg), meta)  # weights errors stop before the run dir
     ckpt_path = None
     if resume is not None:
         run_dir, ckpt_path = resume, resume / "checkpoints" / "last.ckpt"
@@ -142,11 +141,12 @@ def train_instance(
     else:
         run_dir = new_run_dir(runs_dir, cfg.name)
     handler = add_file_log(run_dir / "train.log")
-    problems = _problems(definition, {"train": train_set, "val": val_set})
     precision = resolve_precision(cfg.train.precision) if method == "boundary" else "fp32"
     write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
     log.info("run directory: %s (instance, %s, precision %s)", run_dir, method, precision)
-    task = InstanceTask(config_to_dict(cfg), meta)
+    for split, p in problems.items():
+        if any(p.values()):
+            log.info("split %s: bad annotations handled: %s", split, p)
     workers = auto_workers(cfg.train.num_workers)
     train_loader = DataLoader(
         train_set,
