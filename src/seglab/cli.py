@@ -164,6 +164,8 @@ def evaluate(
 
     Writes metrics.json (with the confusion matrix) and per_class.csv. With --predictions,
     scores mask files (from predict or classic) against the data set given as RUN.
+    Instance models: COCO mask AP (+ box AP), DSB2018 score and count error; metrics.json,
+    per_image.csv and results.json (COCO results).
 
     Example: seglab evaluate runs/camvid-unet --split test --tta hflip
     Example: seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
@@ -209,7 +211,9 @@ def predict(
 ) -> None:
     """Segment images of any size: <stem>_mask.png (class index per pixel, the input's size)
     and <stem>_overlay.png (colour overlay) per image. Large images are predicted in
-    overlapping tiles with bounded memory.
+    overlapping tiles with bounded memory. Instance models (task: instance) write
+    <stem>_instances.png (16-bit ids), <stem>_overlay.png (a colour per object) and
+    results.json (COCO results: RLE masks and scores).
 
     Example: seglab predict runs/camvid-unet photos/ street.png --out predictions/
     """
