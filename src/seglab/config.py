@@ -141,6 +141,9 @@ class InstanceConfig(_Strict):
     )
     min_size: int = Field(800, ge=32, description="Mask R-CNN: shorter image side is resized to")
     max_size: int = Field(1333, ge=32, description="Mask R-CNN: longer side at most")
+    scale: float | None = Field(
+        None, gt=0, le=8, description="Mask R-CNN: resize every image by this factor instead"
+    )
     anchor_sizes: list[int] | None = Field(
         None, description="Mask R-CNN anchor sizes in pixels; null: 32..512 (small objects: 8..)"
     )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import types
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from seglab.errors import SeglabError
 from seglab.models.registry import _pretrained_error, load_encoder_weights
@@ -34,6 +36,29 @@ def _anchors(sizes: list[int] | None, levels: int, per_level: bool):
     return AnchorGenerator((tuple(sizes),) * levels, ((0.5, 1.0, 2.0),) * levels)
 
 
+def _mobilenet_fpn(weights, trainable_layers: int) -> nn.Module:
+    """MobileNetV3-Large features + FPN on the last block of strides 8, 16 and 32 (+ a
+    max-pooled level). torchvision's ``mobilenet_backbone`` taps only strides 16 and 32,
+    too coarse for objects of 10 pixels; trainable BatchNorm when training from scratch."""
+    from torchvision.models import mobilenet_v3_large
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops import misc
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    norm = misc.FrozenBatchNorm2d if weights else nn.BatchNorm2d
+    features = mobilenet_v3_large(weights=weights, norm_layer=norm).features
+    taps = {"6": "0", "12": "1", "16": "2"}  # 40, 112 and 960 channels
+    if weights:  # freeze all but the last ``trainable_layers`` stages
+        stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
+        stages.append(len(features) - 1)
+        k = min(max(trainable_layers, 0), len(stages))
+        first = len(features) if k == 0 else stages[len(stages) - k]
+        for b in features[:first]:
+            b.requires_grad_(False)
+    channels = [features[int(i)].out_channels for i in taps]
+    return BackboneWithFPN(features, taps, channels, 256, extra_blocks=LastLevelMaxPool())
+
+
 def build_maskrcnn(
     num_classes: int,
     encoder: str | None = "resnet50",
@@ -45,15 +70,15 @@ def build_maskrcnn(
     trainable_backbone_layers: int = 3,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    scale: float | None = None,
 ) -> nn.Module:
     """Mask R-CNN for ``num_classes`` classes including background; inputs are 0..1 images
-    normalised inside the model by ``mean`` / ``std`` (0..255 scale)."""
+    normalised inside the model by ``mean`` / ``std`` (0..255 scale). ``scale``: resize
+    every image by this factor instead of torchvision's ``min_size`` / ``max_size`` rule
+    (which would upscale a 256-pixel training crop and shrink a 1000-pixel image)."""
     from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
     from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights
-    from torchvision.models.detection.backbone_utils import (
-        _resnet_fpn_extractor,
-        mobilenet_backbone,
-    )
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.models.resnet import resnet50
 
     encoder = encoder or "resnet50"
@@ -86,13 +111,8 @@ def build_maskrcnn(
                 MobileNet_V3_Large_Weights.IMAGENET1K_V1 if encoder_weights == "imagenet" else None
             )
             trainable = trainable_backbone_layers if weights else 6
-            backbone = mobilenet_backbone(
-                backbone_name="mobilenet_v3_large",
-                weights=weights,
-                fpn=True,
-                trainable_layers=min(trainable, 6),
-            )
-            anchors = _anchors(anchor_sizes, 3, per_level=False)
+            backbone = _mobilenet_fpn(weights, trainable)
+            anchors = _anchors(anchor_sizes, 4, per_level=False)
     except SeglabError:
         raise
     except Exception as err:  # noqa: BLE001 - download failures come in many types
@@ -100,6 +120,10 @@ def build_maskrcnn(
             raise _pretrained_error(encoder, err) from None
         raise
     model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **kw)
+    if scale is not None:
+        model.transform = FixedScaleTransform(
+            scale, model.transform.image_mean, model.transform.image_std
+        )
     if encoder_weights == "coco":
         try:
             state = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=False)
@@ -111,6 +135,27 @@ def build_maskrcnn(
     if local:
         load_encoder_weights(types.SimpleNamespace(encoder=model.backbone.body), encoder_weights)
     return model
+
+
+class FixedScaleTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform resizing every image by one fixed factor, so
+    objects keep their size between training crops and whole images."""
+
+    def __init__(self, scale: float, mean: list[float], std: list[float]) -> None:
+        super().__init__(min_size=1, max_size=1, image_mean=mean, image_std=std)
+        self.scale = scale
+
+    def resize(self, image: torch.Tensor, target: dict | None = None):
+        h, w = image.shape[-2:]
+        size = (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
+        if size != (h, w):
+            image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+        if target is not None and size != (h, w):
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), size)
+            if "masks" in target:
+                m = target["masks"][:, None].float()
+                target["masks"] = F.interpolate(m, size=size)[:, 0].byte()
+        return image, target
 
 
 class MaskRCNNModel(nn.Module):

@@ -73,6 +73,7 @@ class InstanceTask(L.LightningModule):
                     ic.trainable_backbone_layers,
                     meta["mean"],
                     meta["std"],
+                    ic.scale,
                 )
             )
             self.register_buffer("thresholds", torch.tensor([ic.score_threshold, 0.0]))
