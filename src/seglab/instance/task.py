@@ -21,7 +21,7 @@ from scipy import ndimage
 from seglab.config import Config
 from seglab.errors import SeglabError
 from seglab.inference.predictor import Predictor
-from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn
+from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
 from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at
 from seglab.instance.targets import THREE_CLASSES, boundary_targets, maskrcnn_target
 from seglab.instance.watershed import instances_from_probs, tune_watershed
@@ -121,25 +121,7 @@ class InstanceTask(L.LightningModule):
         (interior, boundary) probability maps."""
         self.model.eval()
         if self.method == "maskrcnn":
-            out = self.model([image])[0]
-            h, w = image.shape[-2:]
-            dets = []
-            for box, label, score, mask in zip(
-                out["boxes"], out["labels"], out["scores"], out["masks"], strict=True
-            ):
-                x0, y0 = int(box[0].clamp(0, w - 1)), int(box[1].clamp(0, h - 1))
-                x1, y1 = int(box[2].ceil().clamp(x0 + 1, w)), int(box[3].ceil().clamp(y0 + 1, h))
-                prob = (mask[0, y0:y1, x0:x1] * 255).round().to(torch.uint8).numpy()
-                dets.append(
-                    {
-                        "label": int(label),
-                        "score": float(score),
-                        "box": [float(v) for v in box],
-                        "offset": (y0, x0),
-                        "prob": prob,
-                    }
-                )
-            return {"shape": (h, w), "dets": dets}
+            return detect(self.model, image)
         p = self.predictor.logits(image[None]).softmax(1)[0]
         return (p[1:3] * 255).round().to(torch.uint8).numpy()
 
