@@ -275,7 +275,7 @@ def test_bad_annotations_counted_and_mask_rcnn_trains_and_evaluates_on_them(bad_
 
 def test_maskrcnn_resnet50_builds_and_runs_a_step():
     from seglab.errors import SeglabError
-    from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn
+    from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
 
     with pytest.raises(SeglabError, match="5 levels"):
         build_maskrcnn(2, "resnet50", anchor_sizes=[8, 16])
@@ -294,6 +294,14 @@ def test_maskrcnn_resnet50_builds_and_runs_a_step():
     with torch.no_grad():
         out = net([image])[0]
     assert out["masks"].shape[1:] == (1, 64, 64)
+    # seglab pastes each mask into its box only: same masks as torchvision's full images
+    raw = detect(net, image)
+    assert len(raw["dets"]) == len(out["masks"]) > 0
+    for d, full in zip(raw["dets"], out["masks"][:, 0], strict=True):
+        mine = np.zeros((64, 64), bool)
+        (y0, x0), m = d["offset"], d["prob"] >= 128
+        mine[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        np.testing.assert_array_equal(mine, (full >= 0.5).numpy())
 
 
 # ------------------------------------------------------------------------ end to end
