@@ -36,7 +36,7 @@ def _anchors(sizes: list[int] | None, levels: int, per_level: bool):
     return AnchorGenerator((tuple(sizes),) * levels, ((0.5, 1.0, 2.0),) * levels)
 
 
-def _mobilenet_fpn(weights, trainable_layers: int) -> nn.Module:
+def _mobilenet_fpn(weights, pretrained: bool, trainable_layers: int) -> nn.Module:
     """MobileNetV3-Large features + FPN on the last block of strides 8, 16 and 32 (+ a
     max-pooled level). torchvision's ``mobilenet_backbone`` taps only strides 16 and 32,
     too coarse for objects of 10 pixels; trainable BatchNorm when training from scratch."""
@@ -45,10 +45,10 @@ def _mobilenet_fpn(weights, trainable_layers: int) -> nn.Module:
     from torchvision.ops import misc
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    norm = misc.FrozenBatchNorm2d if weights else nn.BatchNorm2d
+    norm = misc.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     features = mobilenet_v3_large(weights=weights, norm_layer=norm).features
     taps = {"6": "0", "12": "1", "16": "2"}  # 40, 112 and 960 channels
-    if weights:  # freeze all but the last ``trainable_layers`` stages
+    if pretrained:  # freeze all but the last ``trainable_layers`` stages
         stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
         stages.append(len(features) - 1)
         k = min(max(trainable_layers, 0), len(stages))
@@ -71,11 +71,13 @@ def build_maskrcnn(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     scale: float | None = None,
+    load_weights: bool = True,
 ) -> nn.Module:
     """Mask R-CNN for ``num_classes`` classes including background; inputs are 0..1 images
     normalised inside the model by ``mean`` / ``std`` (0..255 scale). ``scale``: resize
     every image by this factor instead of torchvision's ``min_size`` / ``max_size`` rule
-    (which would upscale a 256-pixel training crop and shrink a 1000-pixel image)."""
+    (which would upscale a 256-pixel training crop and shrink a 1000-pixel image).
+    ``load_weights`` False builds the same modules without loading weights (checkpoints)."""
     from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
     from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -94,29 +96,28 @@ def build_maskrcnn(
         "image_mean": [m / 255 for m in mean] if mean else None,
         "image_std": [s / 255 for s in std] if std else None,
     }
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    # ``pretrained`` decides the architecture (frozen BatchNorm, frozen early layers), so a
+    # checkpoint rebuilds the same modules; ``load_weights`` False skips the download
+    pretrained = encoder_weights in ("imagenet", "coco")
+    fetch = encoder_weights == "imagenet" and load_weights
     try:
         if encoder == "resnet50":
-            weights = ResNet50_Weights.IMAGENET1K_V1 if encoder_weights == "imagenet" else None
-            trainable = trainable_backbone_layers if weights or encoder_weights == "coco" else 5
-            frozen = nn.BatchNorm2d
-            if weights or encoder_weights == "coco":
-                from torchvision.ops import misc
-
-                frozen = misc.FrozenBatchNorm2d
-            body = resnet50(weights=weights, norm_layer=frozen)
+            weights = ResNet50_Weights.IMAGENET1K_V1 if fetch else None
+            norm = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+            body = resnet50(weights=weights, norm_layer=norm)
+            trainable = trainable_backbone_layers if pretrained else 5
             backbone = _resnet_fpn_extractor(body, min(trainable, 5))
             anchors = _anchors(anchor_sizes, 5, per_level=True)
         else:
-            weights = (
-                MobileNet_V3_Large_Weights.IMAGENET1K_V1 if encoder_weights == "imagenet" else None
-            )
-            trainable = trainable_backbone_layers if weights else 6
-            backbone = _mobilenet_fpn(weights, trainable)
+            weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if fetch else None
+            backbone = _mobilenet_fpn(weights, pretrained, trainable_backbone_layers)
             anchors = _anchors(anchor_sizes, 4, per_level=False)
     except SeglabError:
         raise
     except Exception as err:  # noqa: BLE001 - download failures come in many types
-        if encoder_weights == "imagenet":
+        if fetch:
             raise _pretrained_error(encoder, err) from None
         raise
     model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors, **kw)
@@ -124,15 +125,19 @@ def build_maskrcnn(
         model.transform = FixedScaleTransform(
             scale, model.transform.image_mean, model.transform.image_std
         )
-    if encoder_weights == "coco":
+    if encoder_weights == "coco" and load_weights:
         try:
             state = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.get_state_dict(progress=False)
         except Exception as err:  # noqa: BLE001
-            raise _pretrained_error("maskrcnn_resnet50_fpn (coco)", err) from None
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            raise SeglabError(
+                f"cannot get the COCO weights of maskrcnn_resnet50_fpn ({reason}); without "
+                "network set model.encoder_weights: null, or a backbone weights file"
+            ) from None
         own = model.state_dict()
         same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(same, strict=False)
-    if local:
+    if local and load_weights:
         load_encoder_weights(types.SimpleNamespace(encoder=model.backbone.body), encoder_weights)
     return model
 

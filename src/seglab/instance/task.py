@@ -65,7 +65,7 @@ class InstanceTask(L.LightningModule):
                 build_maskrcnn(
                     len(meta["classes"]),
                     m.encoder,
-                    weights,
+                    m.encoder_weights,
                     ic.min_size,
                     ic.max_size,
                     ic.anchor_sizes,
@@ -74,6 +74,7 @@ class InstanceTask(L.LightningModule):
                     meta["mean"],
                     meta["std"],
                     ic.scale,
+                    load_weights=pretrained,
                 )
             )
             self.register_buffer("thresholds", torch.tensor([ic.score_threshold, 0.0]))
