@@ -403,3 +403,21 @@ def test_instance_config_errors(tmp_path):
     )
     with pytest.raises(SeglabError, match="task: instance reads"):
         InstanceDataset(d, "train")
+
+
+def test_pretrained_weights_offline_give_one_line(monkeypatch):
+    from torchvision.models._api import WeightsEnum
+
+    from seglab.errors import SeglabError
+    from seglab.instance.maskrcnn import build_maskrcnn
+
+    def offline(self, *a, **k):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(SeglabError, match="cannot get imagenet weights.*weights file"):
+        build_maskrcnn(2, "mobilenet_v3_large", "imagenet")
+    with pytest.raises(SeglabError, match="COCO weights of maskrcnn_resnet50_fpn"):
+        build_maskrcnn(2, "resnet50", "coco")
+    net = build_maskrcnn(2, "resnet50", "coco", load_weights=False)  # as from a checkpoint
+    assert type(net.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
