@@ -103,6 +103,17 @@ class InstanceRecorder(Callback):
         )
 
 
+class FinalCheckpoint(Callback):
+    """``last.ckpt`` = the final weights, also when the time budget stops training between
+    validations (Lightning then saves nothing after the last validation)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, task: InstanceTask) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 def train_instance(
     cfg: Config,
     runs_dir: Path = Path("runs"),
@@ -168,7 +179,11 @@ def train_instance(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    cbs: list[Callback] = [best, InstanceRecorder(run_dir)]
+    cbs: list[Callback] = [
+        best,
+        InstanceRecorder(run_dir),
+        FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
+    ]
     if cfg.train.max_minutes:
         cbs.append(TimeBudget(cfg.train.max_minutes))
     trainer = L.Trainer(
