@@ -69,6 +69,28 @@ def print_metrics(metrics: dict, title: str) -> None:
     )
 
 
+def print_instance_metrics(metrics: dict, title: str) -> None:
+    """COCO AP, DSB2018 score and counts of an instance evaluation."""
+
+    def f(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    keys = ["mask_AP", "mask_AP50", "mask_AP75"]
+    keys += [k for k in ("box_AP", "box_AP50", "box_AP75") if k in metrics]
+    for k in keys:
+        t.add_row(k, f(metrics[k]))
+    t.add_row("DSB2018 score", f"{metrics['dsb_score']:.4f}")
+    t.add_row("mean |count error|", f"{metrics['mean_abs_count_error']:.2f}")
+    t.add_row("objects / image", f"{metrics['mean_objects']:.1f}")
+    out_console.print(t)
+    bad = {k: v for k, v in metrics.get("annotation_problems", {}).items() if v}
+    if bad:
+        out_console.print(f"bad annotations handled: {bad}")
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/)")] = None,
@@ -141,6 +163,8 @@ def evaluate(
 
     Writes metrics.json (with the confusion matrix) and per_class.csv. With --predictions,
     scores mask files (from predict or classic) against the data set given as RUN.
+    Instance models: COCO mask AP (+ box AP), DSB2018 score and count error; metrics.json,
+    per_image.csv and results.json (COCO results).
 
     Example: seglab evaluate runs/camvid-unet --split test --tta hflip
     Example: seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
@@ -157,6 +181,10 @@ def evaluate(
     from seglab.evaluation.evaluate import evaluate as run_eval
 
     metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
+    if "dsb_score" in metrics:  # task: instance
+        print_instance_metrics(metrics, f"{split}: {metrics['images']} images")
+        console.print(f"metrics, per_image.csv and results.json written to {out_dir}")
+        return
     if out_dir is not None:
         print_metrics(metrics, f"{split}: {metrics['images']} images")
         console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
@@ -182,7 +210,9 @@ def predict(
 ) -> None:
     """Segment images of any size: <stem>_mask.png (class index per pixel, the input's size)
     and <stem>_overlay.png (colour overlay) per image. Large images are predicted in
-    overlapping tiles with bounded memory.
+    overlapping tiles with bounded memory. Instance models (task: instance) write
+    <stem>_instances.png (16-bit ids), <stem>_overlay.png (a colour per object) and
+    results.json (COCO results: RLE masks and scores).
 
     Example: seglab predict runs/camvid-unet photos/ street.png --out predictions/
     """
@@ -190,6 +220,21 @@ def predict(
 
     from seglab.inference.predict import predict as run_predict
     from seglab.inference.predictor import Predictor
+    from seglab.instance.run import is_instance_checkpoint, predict_instance
+
+    if is_instance_checkpoint(run):
+        written = predict_instance(
+            run,
+            inputs,
+            out,
+            alpha,
+            progress=lambda xs: track(xs, description="predicting", console=console),
+        )
+        console.print(
+            f"{len(written)} instance maps (16-bit PNG) and overlays, and results.json "
+            f"(COCO results) written to {out}"
+        )
+        return
 
     kw = {k: v for k, v in (("tile", tile), ("max_pixels", max_pixels)) if v is not None}
     if tta is not None:

@@ -136,7 +136,41 @@ class DistillConfig(_Strict):
     temperature: float = Field(2.0, gt=0, description="softmax temperature of both models")
 
 
+class InstanceConfig(_Strict):
+    """Instance segmentation (``task: instance``): Mask R-CNN or boundary-aware U-Net."""
+
+    method: Literal["maskrcnn", "boundary"] | None = Field(
+        None, description="null: maskrcnn when model.name is maskrcnn, else boundary"
+    )
+    min_size: int = Field(800, ge=32, description="Mask R-CNN: shorter image side is resized to")
+    max_size: int = Field(1333, ge=32, description="Mask R-CNN: longer side at most")
+    scale: float | None = Field(
+        None, gt=0, le=8, description="Mask R-CNN: resize every image by this factor instead"
+    )
+    anchor_sizes: list[int] | None = Field(
+        None, description="Mask R-CNN anchor sizes in pixels; null: 32..512 (small objects: 8..)"
+    )
+    detections_per_image: int = Field(100, ge=1, description="Mask R-CNN: at most this many")
+    trainable_backbone_layers: int = Field(3, ge=0, le=6, description="Mask R-CNN backbone")
+    boundary_width: int = Field(2, ge=1, le=10, description="boundary class width in pixels")
+    crop: tuple[int, int] | None = Field(
+        (256, 256), description="random training crop (height, width); null: whole images"
+    )
+    score_threshold: float = Field(
+        0.5, ge=0, le=1, description="Mask R-CNN: detections kept in the instance map"
+    )
+    marker_threshold: float = Field(0.6, gt=0, lt=1, description="watershed markers: p(interior)")
+    foreground_threshold: float = Field(
+        0.5, gt=0, lt=1, description="watershed mask: p(interior) + p(boundary)"
+    )
+    min_area: int = Field(8, ge=0, description="instances smaller than this are dropped")
+    tune: bool = Field(True, description="tune the thresholds on the validation split")
+
+
 class Config(_Strict):
+    task: Literal["semantic", "instance"] = Field(
+        "semantic", description="semantic: a class per pixel; instance: one id per object"
+    )
     name: str = Field("run", description="run name; runs/<name>/ (suffixed when it exists)")
     seed: int = 0
     data: DataConfig
@@ -146,6 +180,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     distill: DistillConfig | None = Field(None, description="train against a teacher model")
+    instance: InstanceConfig = Field(default_factory=InstanceConfig)
 
     @field_validator("name")
     @classmethod
@@ -165,6 +200,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "train": TrainConfig,
     "inference": InferenceConfig,
     "distill": DistillConfig,
+    "instance": InstanceConfig,
 }
 
 

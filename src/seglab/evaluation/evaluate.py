@@ -67,6 +67,15 @@ def evaluate(
     ``backend`` torch is the reference (the path validation took during training); other
     backends and ``tta`` swap the task's Predictor, so the data path stays the same."""
     ckpt_path = resolve_checkpoint(run_or_ckpt)
+    from seglab.instance.run import evaluate_instance, is_instance_checkpoint
+
+    if is_instance_checkpoint(ckpt_path):
+        if backend != "torch" or tta or devices != 1:
+            raise SeglabError(
+                "instance models are evaluated with the torch backend in one process, "
+                "without TTA; drop --backend, --tta and --devices"
+            )
+        return evaluate_instance(ckpt_path, split, data_root, out)
     task = load_task(ckpt_path)
     if backend != "torch" or tta:
         task.predictor = Predictor.open(ckpt_path, backend=backend, tta=tta)

@@ -146,7 +146,12 @@ def train(
     callbacks: list[Callback] | None = None,
 ) -> Path:
     """Train ``cfg``; returns the run directory. ``resume`` continues a run from last.ckpt;
-    ``callbacks`` are extra Lightning callbacks (e.g. for timing)."""
+    ``callbacks`` are extra Lightning callbacks (e.g. for timing). ``task: instance``
+    configs train through :func:`seglab.instance.run.train_instance`."""
+    if cfg.task == "instance":
+        from seglab.instance.run import train_instance
+
+        return train_instance(cfg, runs_dir, resume, callbacks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     definition = DatasetDefinition.from_config(cfg.data)
     cfg = cfg.model_copy(deep=True)  # the resolved config records the data set as used

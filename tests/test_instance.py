@@ -1,0 +1,423 @@
+"""Instance segmentation: metrics against pycocotools, DSB2018 score, targets, watershed,
+Mask R-CNN and boundary U-Net training, evaluation and prediction, bad annotations."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, shared_dataset, write_config
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from seglab.config import DataConfig, config_from_dict
+from seglab.data.dataset import DatasetDefinition
+from seglab.instance.data import InstanceDataset, annotation_problems, list_collate
+from seglab.instance.metrics import InstanceMetrics, dsb_score
+from seglab.instance.targets import boundary_targets, maskrcnn_target
+from seglab.instance.watershed import instances_from_probs
+
+
+def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+# ------------------------------------------------------------------------ COCO AP
+
+
+def _synthetic_case(seed: int = 0):
+    """Three images of non-overlapping discs with two categories, and predictions: shifted,
+    shrunk, missing and spurious objects with random scores."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(3):
+        shape = (60, 80)
+        inst = np.zeros(shape, np.int32)
+        labels = {}
+        dets = []
+        for k, (cy, cx) in enumerate([(15, 15), (15, 50), (42, 20), (42, 60)], start=1):
+            r = rng.uniform(6, 11)
+            inst[_disc(shape, cy, cx, r)] = k
+            labels[k] = int(rng.integers(1, 3))
+            if rng.random() < 0.8:  # detected, shifted and resized
+                m = _disc(shape, cy + rng.integers(-3, 4), cx + rng.integers(-3, 4), r * 0.9)
+                lab = labels[k] if rng.random() < 0.85 else 3 - labels[k]
+                dets.append({"mask": m, "label": lab, "score": float(rng.random())})
+        for _ in range(2):  # false positives
+            m = _disc(shape, rng.integers(5, 55), rng.integers(5, 75), 4)
+            dets.append({"mask": m, "label": int(rng.integers(1, 3)), "score": float(rng.random())})
+        images.append((inst, labels, dets))
+    return images
+
+
+def test_mask_ap_equals_pycocotools_on_the_same_predictions():
+    cats = [0, 3, 7]  # class index -> category id (non-contiguous, as COCO)
+    images = _synthetic_case()
+    ours = InstanceMetrics(cats)
+    gt = {"images": [], "annotations": [], "categories": [{"id": 3}, {"id": 7}]}
+    results = []
+    for n, (inst, labels, dets) in enumerate(images, start=1):
+        for d in dets:
+            d["box"] = None
+        ours.update(f"{n}.png", inst, labels, None, inst, dets)
+        # the reference: straight pycocotools, without seglab's helpers
+        gt["images"].append({"id": n, "height": inst.shape[0], "width": inst.shape[1]})
+        for k in np.unique(inst)[1:]:
+            rle = mask_utils.encode(np.asfortranarray((inst == k).astype(np.uint8)))
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": n,
+                    "category_id": cats[labels[int(k)]],
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": mask_utils.toBbox(rle).tolist(),
+                    "iscrowd": 0,
+                }
+            )
+        for d in dets:
+            rle = mask_utils.encode(np.asfortranarray(d["mask"].astype(np.uint8)))
+            results.append(
+                {
+                    "image_id": n,
+                    "category_id": cats[d["label"]],
+                    "segmentation": rle,
+                    "score": d["score"],
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    m = ours.compute()
+    assert 0.05 < ev.stats[0] < 0.95  # a non-trivial case
+    assert m["mask_AP"] == pytest.approx(ev.stats[0], abs=1e-12)
+    assert m["mask_AP50"] == pytest.approx(ev.stats[1], abs=1e-12)
+    assert m["mask_AP75"] == pytest.approx(ev.stats[2], abs=1e-12)
+
+
+# ------------------------------------------------------------------------ DSB2018 metric
+
+
+def test_dsb_score_hand_made_cases():
+    gt = np.zeros((20, 20), np.int32)
+    gt[0:10, 0:10] = 1  # 100 pixels
+    gt[12:18, 12:18] = 2
+    assert dsb_score(gt, gt) == 1.0
+    assert dsb_score(gt, gt * 7) == 1.0  # ids need not agree
+    assert dsb_score(np.zeros_like(gt), np.zeros_like(gt)) == 1.0  # nothing to find
+    assert dsb_score(gt, np.zeros_like(gt)) == 0.0
+    assert dsb_score(np.zeros_like(gt), gt) == 0.0
+    one = np.where(gt == 1, 1, 0)
+    # object 1 alone: IoU 0.8 -> matched at t = 0.50 .. 0.75 (6 of 10 thresholds)
+    pred = one.copy()
+    pred[8:10, 0:10] = 0
+    assert dsb_score(one, pred) == pytest.approx(0.6)
+    # one of two objects found exactly: TP 1, FN 1 at every threshold
+    assert dsb_score(gt, one) == pytest.approx(0.5)
+    # one exact, one spurious: TP 1, FP 1
+    assert dsb_score(one, gt) == pytest.approx(0.5)
+    # two objects merged into one prediction: IoU 100/136 < 0.75 -> 0 TP above 0.7
+    merged = (gt > 0).astype(np.int32)
+    iou = 100 / 136
+    n_tp = sum(1 for t in np.arange(0.5, 1.0, 0.05) if iou > t)
+    assert dsb_score(gt, merged) == pytest.approx(n_tp * (1 / 2) / 10)
+
+
+# ------------------------------------------------------------------------ targets, watershed
+
+
+def test_targets_from_instance_maps():
+    inst = np.zeros((12, 20), np.int32)
+    inst[2:10, 2:10] = 1
+    inst[2:10, 10:18] = 2  # touching object 1
+    t = boundary_targets(inst, width=1)
+    assert t[0, 0] == 0 and t[5, 5] == 1 and t[5, 14] == 1
+    assert (t[2:10, 9] == 2).all() and (t[2:10, 10] == 2).all()  # the shared border
+    assert (t[2, 2:18] == 2).all()  # the outer border
+    t2 = boundary_targets(inst, width=2)
+    assert (t2[3:9, 8] == 2).all() and t2[5, 7] == 1
+    crowd = np.zeros_like(inst, bool)
+    crowd[10:, :] = True
+    assert (boundary_targets(inst, 1, crowd)[10:] == 255).all()
+    target = maskrcnn_target(inst, {1: 3, 2: 5})
+    assert target["boxes"].tolist() == [[2, 2, 10, 10], [10, 2, 18, 10]]
+    assert target["labels"].tolist() == [3, 5]
+    assert target["masks"].shape == (2, 12, 20) and target["masks"][1, 5, 14] == 1
+    empty = maskrcnn_target(np.zeros((8, 8), np.int32))
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 8, 8)
+
+
+def test_watershed_recovers_touching_discs():
+    shape = (64, 96)
+    a, b = _disc(shape, 32, 34, 16), _disc(shape, 32, 60, 14)  # overlapping discs
+    c = _disc(shape, 8, 85, 5)
+    gt = np.zeros(shape, np.int32)
+    gt[a] = 1
+    gt[b & ~a] = 2
+    gt[c] = 3
+    assert int((gt > 0).sum()) < int(a.sum() + b.sum() + c.sum())  # they do touch
+    # imperfect network output: one-hot targets blurred, plus noise
+    t = boundary_targets(gt, width=2)
+    rng = np.random.default_rng(0)
+    probs = [
+        cv2.GaussianBlur((t == k).astype(np.float32), (5, 5), 1.0)
+        + rng.normal(0, 0.03, shape).astype(np.float32)
+        for k in (1, 2)
+    ]
+    probs = [np.clip(p, 0, 1) for p in probs]
+    inst, scores = instances_from_probs(probs[0], probs[1], 0.6, 0.5, min_area=8)
+    assert inst.max() == 3 and len(scores) == 3 and (scores > 0.5).all()
+    assert dsb_score(gt, inst) > 0.6
+    union_only = instances_from_probs(probs[0] + probs[1], np.zeros(shape), 0.6, 0.5)[0]
+    assert union_only.max() == 2  # without the boundary class the discs merge
+    assert dsb_score(gt, inst) > dsb_score(gt, union_only)
+
+
+# ------------------------------------------------------------------------ data sets
+
+
+def _square(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+@pytest.fixture
+def bad_coco(tmp_path: Path) -> Path:
+    """COCO train = val: 3 images 48 x 64 with bad annotations (categories 3 and 7)."""
+    (tmp_path / "annotations").mkdir()
+    images = []
+    for split in ("train2017", "val2017"):
+        (tmp_path / split).mkdir()
+        for k, name in enumerate(["a.png", "b.png", "c.png"], start=1):
+            img = np.full((48, 64, 3), 40 * k, np.uint8)
+            cv2.circle(img, (20, 20), 8, (250, 200, 100), -1)
+            cv2.imwrite(str(tmp_path / split / name), img)
+            if split == "val2017":
+                images.append({"id": k, "file_name": name, "height": 48, "width": 64})
+    anns = [
+        {"image_id": 1, "category_id": 3, "segmentation": [_square(12, 12, 28, 28)]},
+        {"image_id": 1, "category_id": 7, "segmentation": [_square(-10, -10, 5, 5)]},  # outside
+        {
+            "image_id": 2,
+            "category_id": 3,
+            "bbox": [5, 5, 0, 0],
+            "segmentation": [_square(30, 20, 40, 30)],
+        },
+        {"image_id": 2, "category_id": 3, "segmentation": [[1, 1, 4, 4]]},  # 2-point polygon
+        {"image_id": 2, "category_id": 3, "segmentation": {"size": [48, 64], "counts": "@@"}},
+        {"image_id": 2, "category_id": 7, "iscrowd": 1, "segmentation": [_square(0, 40, 10, 48)]},
+    ]  # image 3: no annotation
+    for i, a in enumerate(anns, start=1):
+        a.setdefault("iscrowd", 0)
+        a["id"] = i
+    data = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 7, "name": "train"}, {"id": 3, "name": "car"}],
+    }
+    for split in ("train2017", "val2017"):
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return tmp_path
+
+
+def _config(root: Path, fmt: str, **instance) -> dict:
+    return {
+        "name": "inst",
+        "task": "instance",
+        "data": {"format": fmt, "root": str(root)},
+        "model": {"name": "maskrcnn", "encoder": "mobilenet_v3_large"},
+        "instance": {"min_size": 64, "max_size": 96, "crop": None, **instance},
+        "train": {"epochs": 1, "batch_size": 2, "num_workers": 0, "lr": 1e-3},
+    }
+
+
+def test_bad_annotations_counted_and_mask_rcnn_trains_and_evaluates_on_them(bad_coco):
+    from seglab.instance.task import InstanceTask
+
+    cfg = config_from_dict(_config(bad_coco, "coco"))
+    d = DatasetDefinition.from_config(cfg.data)
+    problems = annotation_problems(d, "val")
+    assert problems["polygon_outside_image"] == 1 and problems["zero_area_box"] == 1
+    assert problems["short_polygon"] == 1 and problems["bad_segmentation"] == 1
+    assert problems["image_without_annotations"] == 1
+    ds = InstanceDataset(d, "val")
+    assert ds.empty_images == 1  # image 3
+    s = ds.samples
+    assert s[0].labels == {1: 1, 2: 2}  # car -> 1, train (clipped) -> 2
+    assert s[1].crowd is not None and s[1].crowd[44, 5]
+    assert s[2].instances.max() == 0 and s[2].crowd is None
+    torch.manual_seed(0)
+    from seglab.instance.run import instance_meta
+
+    task = InstanceTask(cfg.model_dump(mode="json"), instance_meta(d))
+    task.train()
+    loss = task.training_step(list_collate([ds[0], ds[2]]), 0)  # one image without objects
+    assert torch.isfinite(loss)
+    loss.backward()
+    for i in range(len(ds)):
+        task._collect(list_collate([ds[i]]))
+    m = task.compute_metrics(tune=True)
+    assert m["images"] == 3 and 0 <= m["dsb_score"] <= 1 and "box_AP" in m
+    assert set(m["thresholds"]) == {"score_threshold"}
+
+
+def test_maskrcnn_resnet50_builds_and_runs_a_step():
+    from seglab.errors import SeglabError
+    from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
+
+    with pytest.raises(SeglabError, match="5 levels"):
+        build_maskrcnn(2, "resnet50", anchor_sizes=[8, 16])
+    net = MaskRCNNModel(
+        build_maskrcnn(3, "resnet50", min_size=64, max_size=64, anchor_sizes=[8, 16, 32, 64, 128])
+    )
+    inst = np.zeros((64, 64), np.int32)
+    inst[10:30, 10:30] = 1
+    inst[35:60, 30:50] = 2
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    net.train()
+    losses = net([image], [maskrcnn_target(inst, {1: 1, 2: 2})])
+    assert {"loss_mask", "loss_classifier", "loss_objectness"} <= set(losses)
+    sum(losses.values()).backward()
+    net.eval()
+    with torch.no_grad():
+        out = net([image])[0]
+    assert out["masks"].shape[1:] == (1, 64, 64)
+    # seglab pastes each mask into its box only: same masks as torchvision's full images
+    raw = detect(net, image)
+    assert len(raw["dets"]) == len(out["masks"]) > 0
+    for d, full in zip(raw["dets"], out["masks"][:, 0], strict=True):
+        mine = np.zeros((64, 64), bool)
+        (y0, x0), m = d["offset"], d["prob"] >= 128
+        mine[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        np.testing.assert_array_equal(mine, (full >= 0.5).numpy())
+
+
+# ------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture
+def discs_dsb(tmp_path: Path) -> Path:
+    """A dsb2018 'shared' layout of touching bright discs: 6 train, 2 val, 64 x 64."""
+    root = tmp_path / "discs"
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = []
+    for n in range(8):
+        inst = np.zeros((64, 64), np.int32)
+        for k in range(1, 6):
+            cy, cx = rng.integers(10, 54, 2)
+            inst[_disc((64, 64), cy, cx, rng.uniform(5, 9)) & (inst == 0)] = k
+        img = np.where(inst > 0, 200, 30).astype(np.uint8)
+        img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+        name = f"im{n}"
+        cv2.imwrite(str(root / "images" / f"{name}.png"), np.dstack([img] * 3))
+        cv2.imwrite(str(root / "masks" / f"{name}.png"), (inst > 0).astype(np.uint8))
+        cv2.imwrite(str(root / "instances" / f"{name}.png"), inst.astype(np.uint16))
+        ids.append(name)
+    (root / "train.txt").write_text("\n".join(ids[:6]) + "\n")
+    (root / "val.txt").write_text("\n".join(ids[6:]) + "\n")
+    return root
+
+
+def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, tmp_path):
+    from seglab.evaluation.evaluate import evaluate
+    from seglab.instance.run import predict_instance
+    from seglab.training.train import train
+
+    raw = _config(discs_dsb, "dsb2018", crop=[48, 48], method="boundary")
+    raw["model"] = {
+        "name": "unet",
+        "encoder": "resnet18",
+        "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+    }
+    raw["loss"] = {"name": "ce+dice", "class_weights": [1, 1, 2]}
+    raw["train"].update({"epochs": 2, "lr": 0.01})
+    run = train(config_from_dict(raw), tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == "boundary" and summary["best_val_dsb_score"] is not None
+    rows = json.loads((run / "metrics.json").read_text())
+    assert set(rows[-1]["thresholds"]) == {"marker_threshold", "foreground_threshold"}
+    metrics, out = evaluate(run, split="val")
+    assert metrics["images"] == 2 and "box_AP" not in metrics
+    assert metrics["dsb_score"] == pytest.approx(summary["best_val_dsb_score"], abs=1e-6)
+    assert (out / "per_image.csv").is_file() and (out / "results.json").is_file()
+    written = predict_instance(run, [discs_dsb / "images" / "im6.png"], tmp_path / "pred")
+    inst = cv2.imread(str(written[0]), cv2.IMREAD_UNCHANGED)
+    assert inst.dtype == np.uint16 and inst.shape == (64, 64)
+    assert (tmp_path / "pred" / "im6_overlay.png").is_file()
+    res = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert len(res) == len(np.unique(inst)) - 1
+    assert all(r["file_name"] == "im6.png" and "counts" in r["segmentation"] for r in res)
+
+
+def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
+    root = shared_dataset("tiny_coco")
+    raw = _config(root, "coco", crop=[160, 160], min_size=128, max_size=160, detections_per_image=20)
+    raw["data"]["train_fraction"] = 0.4
+    cfg = write_config(tmp_path / "coco.yaml", raw)
+    r = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "runs" / "inst"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["annotation_problems"]["val"]["images_without_objects"] >= 0
+    r = run_cli("evaluate", run, "--split", "val", "--out", tmp_path / "ev", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mask_AP" in r.stdout and "DSB2018" in r.stdout
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["images"] == 50 and m["mask_AP"] is not None and m["box_AP"] is not None
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    coco_ids = set(COCO(str(root / "annotations" / "instances_val2017.json")).getImgIds())
+    assert {r["image_id"] for r in results} <= coco_ids  # the JSON's own image ids
+    img = sorted((root / "val2017").glob("*.jpg"))[0]
+    r = run_cli("predict", run, img, "--out", tmp_path / "pred", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "pred" / f"{img.stem}_instances.png").is_file()
+
+
+def test_instance_config_errors(tmp_path):
+    from seglab.errors import SeglabError
+    from seglab.instance.task import method_of
+
+    raw = _config(tmp_path, "coco")
+    raw["instance"]["bogus"] = 1
+    with pytest.raises(SeglabError, match="unknown key 'instance.bogus'"):
+        config_from_dict(raw)
+    raw = _config(tmp_path, "coco", method="boundary")
+    with pytest.raises(SeglabError, match="semantic model.name"):
+        method_of(config_from_dict(raw))
+    d = DatasetDefinition.from_config(
+        DataConfig(format="folder", root=tmp_path, classes=["a", "b"])
+    )
+    with pytest.raises(SeglabError, match="task: instance reads"):
+        InstanceDataset(d, "train")
+
+
+def test_pretrained_weights_offline_give_one_line(monkeypatch):
+    from torchvision.models._api import WeightsEnum
+
+    from seglab.errors import SeglabError
+    from seglab.instance.maskrcnn import build_maskrcnn
+
+    def offline(self, *a, **k):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(SeglabError, match="cannot get imagenet weights.*encoder_weights: path"):
+        build_maskrcnn(2, "mobilenet_v3_large", "imagenet")
+    with pytest.raises(SeglabError, match="COCO weights of maskrcnn_resnet50_fpn"):
+        build_maskrcnn(2, "resnet50", "coco")
+    net = build_maskrcnn(2, "resnet50", "coco", load_weights=False)  # as from a checkpoint
+    assert type(net.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
