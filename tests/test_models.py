@@ -153,3 +153,11 @@ def test_init_from_adapts_the_first_conv_to_other_input_channels(trained_run):
     torch.testing.assert_close(w_grey[:, 0], w_rgb.sum(1))
     head = [k for k in info["loaded"] if "segmentation_head" in k]
     assert head  # same class count: the head is loaded too
+
+
+def test_models_command_lists_every_architecture_with_its_default_encoder():
+    r = run_cli("models")
+    assert r.returncode == 0, r.stderr
+    for name in MODELS:
+        assert name in r.stdout
+    assert "encoder='resnet18'" in r.stdout and "encoder='hrnet_w18'" in r.stdout

@@ -647,7 +647,7 @@ def models(
         opts = [
             f"{p.name}={p.default!r}"
             for p in list(sig.parameters.values())[2:]
-            if p.kind is p.KEYWORD_OR_POSITIONAL and p.name != "encoder_weights"
+            if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "encoder_weights"
         ]
         if name not in ("segnet", "hrnet", "lraspp", "fcn"):
             opts.append("+ the SMP class's arguments")
