@@ -365,7 +365,9 @@ def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, tmp_path):
 
 def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     root = shared_dataset("tiny_coco")
-    raw = _config(root, "coco", crop=[160, 160], min_size=128, max_size=160, detections_per_image=20)
+    raw = _config(
+        root, "coco", crop=[160, 160], min_size=128, max_size=160, detections_per_image=20
+    )
     raw["data"]["train_fraction"] = 0.4
     cfg = write_config(tmp_path / "coco.yaml", raw)
     r = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
