@@ -369,19 +369,22 @@ def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
         root, "coco", crop=[160, 160], min_size=128, max_size=160, detections_per_image=20
     )
     raw["data"]["train_fraction"] = 0.4
+    raw["train"]["val_every"] = 5  # no validation pass in training: evaluate scores val
     cfg = write_config(tmp_path / "coco.yaml", raw)
     r = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "inst"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["annotation_problems"]["val"]["images_without_objects"] >= 0
+    val_json = COCO(str(root / "annotations" / "instances_val2017.json"))
+    empty = [i for i in val_json.getImgIds() if not val_json.getAnnIds(imgIds=[i])]
+    assert summary["annotation_problems"]["val"]["image_without_annotations"] == len(empty)
     r = run_cli("evaluate", run, "--split", "val", "--out", tmp_path / "ev", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "mask_AP" in r.stdout and "DSB2018" in r.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["images"] == 50 and m["mask_AP"] is not None and m["box_AP"] is not None
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
-    coco_ids = set(COCO(str(root / "annotations" / "instances_val2017.json")).getImgIds())
+    coco_ids = set(val_json.getImgIds())
     assert {r["image_id"] for r in results} <= coco_ids  # the JSON's own image ids
     img = sorted((root / "val2017").glob("*.jpg"))[0]
     r = run_cli("predict", run, img, "--out", tmp_path / "pred", cwd=tmp_path)
