@@ -135,6 +135,8 @@ def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
     proc = run_cli("train", path, "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "tiny"
+    log = (run / "train.log").read_text()
+    assert "litlogger" not in proc.stderr + proc.stdout + log  # Lightning's ad is dropped
     first_best = (run / "checkpoints" / "last.ckpt").read_bytes()
     proc = run_cli("train", "--resume", run, "--set", "train.epochs=2")
     assert proc.returncode == 0, proc.stderr

@@ -22,6 +22,10 @@ from seglab.runs import add_file_log, new_run_dir, write_atomic, write_json, wri
 from seglab.training.task import SegmentationTask
 
 log = logging.getLogger("seglab")
+# Lightning advertises a cloud logger at every fit; keep its real messages, drop the ad
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
 RUN_ENV = "SEGLAB_RUN_DIR"  # shared with DDP worker processes, which re-run the command
 
 
