@@ -146,6 +146,23 @@ def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
     assert not (tmp_path / "runs" / "tiny-2").exists()
 
 
+@pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus"])
+def test_training_input_need_not_fit_the_stride(tmp_path, synth_root, name):
+    # inference.scale 0.7 trains on 45x45 images; PSPNet needs multiples of 8 and
+    # DeepLab v3+ of 16, so the training step pads (as inference does) and crops the logits
+    cfg = config_from_dict(
+        tiny_config(
+            synth_root,
+            model={"name": name, "encoder": "resnet18", "options": {}},
+            train={"epochs": 1, "max_steps": 2},
+            inference={"scale": 0.7},
+        )
+    )
+    run = train(cfg, tmp_path)
+    epochs = json.loads((run / "metrics.json").read_text())
+    assert epochs[-1]["step"] == 2
+
+
 def test_max_steps_stops_mid_epoch_and_schedule_ends(tmp_path, synth_root):
     # 16 training images, batch 4: 4 steps per epoch; 6 steps end inside the second epoch
     cfg = config_from_dict(

@@ -72,6 +72,18 @@ def gaussian_weight(h: int, w: int) -> torch.Tensor:
 TILE_BATCH_PIXELS = 1024 * 1024
 
 
+def run_padded(net, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``net(x)`` for any ``h x w``: pad the bottom and right edges to a multiple of
+    ``stride`` (reflect; replicate when the pad exceeds the image), run, crop back.
+    Shared by training and inference so both see the same border."""
+    sh, sw = x.shape[-2:]
+    ph, pw = (-sh) % stride, (-sw) % stride
+    if ph or pw:
+        mode = "reflect" if ph < sh and pw < sw else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return net(x)[..., :sh, :sw]
+
+
 def class_argmax(scores: torch.Tensor) -> torch.Tensor:
     """Argmax over the class axis of ``... x K x H x W`` scores -> ``... x H x W`` int64.
 
@@ -136,12 +148,7 @@ class Predictor:
     # -- the network on stride-padded input -------------------------------------------
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         """Float ``B x C x h x w`` -> logits of the same size (pad to stride, run, crop)."""
-        sh, sw = x.shape[-2:]
-        ph, pw = (-sh) % self.stride, (-sw) % self.stride
-        if ph or pw:
-            mode = "reflect" if ph < sh and pw < sw else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self.backend(x)[..., :sh, :sw].float()
+        return run_padded(self.backend, x, self.stride).float()
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, or with TTA the log of the probabilities averaged over all views."""

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from seglab.config import Config
 from seglab.errors import SeglabError
-from seglab.inference.predictor import Predictor
+from seglab.inference.predictor import Predictor, run_padded
 from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
 from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at
 from seglab.instance.targets import THREE_CLASSES, boundary_targets, maskrcnn_target
@@ -180,7 +180,7 @@ class InstanceTask(L.LightningModule):
                     for inst, crowd in zip(batch["instances"], batch["crowd"], strict=True)
                 ]
             )
-            loss = self.loss(self.model(x), y)
+            loss = self.loss(run_padded(self.model, x, self.model.stride), y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss
 

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seglab.config import Config
 from seglab.evaluation.metrics import image_miou, metrics_from_confusion
-from seglab.inference.predictor import Predictor, class_argmax
+from seglab.inference.predictor import Predictor, class_argmax, run_padded
 from seglab.models.registry import build_model, encoder_of
 from seglab.training.losses import SegLoss, distillation_loss
 from seglab.training.transfer import init_from
@@ -122,7 +122,7 @@ class SegmentationTask(L.LightningModule):
         x = batch["image"].float()
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.model(x)
+        logits = run_padded(self.model, x, self.model.stride)  # crops need not fit the stride
         loss = self.loss(logits, batch["mask"])
         if self.teacher is not None:
             d = self.cfg.distill
