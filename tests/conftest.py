@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -88,3 +90,56 @@ def trained_run(tmp_path_factory, synth_root) -> Path:
 
     runs = tmp_path_factory.mktemp("runs")
     return train(config_from_dict(tiny_config(synth_root, train={"epochs": 3})), runs)
+
+
+def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+@pytest.fixture(scope="session")
+def discs_dsb(tmp_path_factory) -> Path:
+    """A dsb2018 'shared' layout of touching bright discs: 6 train, 2 val, 64 x 64."""
+    root = tmp_path_factory.mktemp("discs")
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = []
+    for n in range(8):
+        inst = np.zeros((64, 64), np.int32)
+        for k in range(1, 6):
+            cy, cx = rng.integers(10, 54, 2)
+            inst[_disc((64, 64), cy, cx, rng.uniform(5, 9)) & (inst == 0)] = k
+        img = np.where(inst > 0, 200, 30).astype(np.uint8)
+        img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+        name = f"im{n}"
+        cv2.imwrite(str(root / "images" / f"{name}.png"), np.dstack([img] * 3))
+        cv2.imwrite(str(root / "masks" / f"{name}.png"), (inst > 0).astype(np.uint8))
+        cv2.imwrite(str(root / "instances" / f"{name}.png"), inst.astype(np.uint16))
+        ids.append(name)
+    (root / "train.txt").write_text("\n".join(ids[:6]) + "\n")
+    (root / "val.txt").write_text("\n".join(ids[6:]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def instance_run(tmp_path_factory, discs_dsb) -> Path:
+    """A boundary U-Net (``task: instance``) trained 10 epochs on the discs, shared by the
+    tests that only read it."""
+    from seglab.config import config_from_dict
+    from seglab.training.train import train
+
+    raw = {
+        "name": "inst",
+        "task": "instance",
+        "data": {"format": "dsb2018", "root": str(discs_dsb)},
+        "model": {
+            "name": "unet",
+            "encoder": "resnet18",
+            "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        },
+        "instance": {"method": "boundary", "crop": [48, 48]},
+        "loss": {"name": "ce+dice", "class_weights": [1, 1, 2]},
+        "train": {"epochs": 10, "batch_size": 2, "num_workers": 0, "lr": 0.01},
+    }
+    return train(config_from_dict(raw), tmp_path_factory.mktemp("instance_runs"))

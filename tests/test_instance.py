@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, shared_dataset, write_config
+from conftest import _disc, run_cli, shared_dataset, write_config
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -23,12 +23,6 @@ from seglab.instance.data import InstanceDataset, annotation_problems, list_coll
 from seglab.instance.metrics import InstanceMetrics, dsb_score
 from seglab.instance.targets import boundary_targets, maskrcnn_target
 from seglab.instance.watershed import instances_from_probs
-
-
-def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-
 
 # ------------------------------------------------------------------------ COCO AP
 
@@ -307,45 +301,11 @@ def test_maskrcnn_resnet50_builds_and_runs_a_step():
 # ------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture
-def discs_dsb(tmp_path: Path) -> Path:
-    """A dsb2018 'shared' layout of touching bright discs: 6 train, 2 val, 64 x 64."""
-    root = tmp_path / "discs"
-    for sub in ("images", "masks", "instances"):
-        (root / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    ids = []
-    for n in range(8):
-        inst = np.zeros((64, 64), np.int32)
-        for k in range(1, 6):
-            cy, cx = rng.integers(10, 54, 2)
-            inst[_disc((64, 64), cy, cx, rng.uniform(5, 9)) & (inst == 0)] = k
-        img = np.where(inst > 0, 200, 30).astype(np.uint8)
-        img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
-        name = f"im{n}"
-        cv2.imwrite(str(root / "images" / f"{name}.png"), np.dstack([img] * 3))
-        cv2.imwrite(str(root / "masks" / f"{name}.png"), (inst > 0).astype(np.uint8))
-        cv2.imwrite(str(root / "instances" / f"{name}.png"), inst.astype(np.uint16))
-        ids.append(name)
-    (root / "train.txt").write_text("\n".join(ids[:6]) + "\n")
-    (root / "val.txt").write_text("\n".join(ids[6:]) + "\n")
-    return root
-
-
-def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, tmp_path):
+def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, instance_run, tmp_path):
     from seglab.evaluation.evaluate import evaluate
     from seglab.instance.run import predict_instance
-    from seglab.training.train import train
 
-    raw = _config(discs_dsb, "dsb2018", crop=[48, 48], method="boundary")
-    raw["model"] = {
-        "name": "unet",
-        "encoder": "resnet18",
-        "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-    }
-    raw["loss"] = {"name": "ce+dice", "class_weights": [1, 1, 2]}
-    raw["train"].update({"epochs": 2, "lr": 0.01})
-    run = train(config_from_dict(raw), tmp_path / "runs")
+    run = instance_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == "boundary" and summary["best_val_dsb_score"] is not None
     rows = json.loads((run / "metrics.json").read_text())

@@ -346,3 +346,55 @@ def test_batched_forward_pass_agrees_with_single_images(trained_run, synth_root)
     batched = run_batch((predictor, None, None), images)
     for image, mask in zip(images, batched, strict=True):
         assert (predictor.predict(image) == mask).mean() >= 0.999
+
+
+# -- instance models ----------------------------------------------------------------------------
+def test_instance_model_serves_what_seglab_predict_writes(instance_run, discs_dsb, tmp_path):
+    """A ``task: instance`` run: format=png is the 16-bit id map ``seglab predict`` writes;
+    format=json lists each object (class, score, box, area, RLE) consistently with it."""
+    from pycocotools import mask as mask_utils
+
+    from seglab.instance.run import predict_instance
+    from seglab.serve import open_models
+
+    image = discs_dsb / "images" / "im6.png"
+    (written,) = predict_instance(instance_run, [image], tmp_path / "pred")
+    expected = cv2.imread(str(written), cv2.IMREAD_UNCHANGED)
+    n = int(expected.max())
+    assert n >= 2, "the tiny instance model found fewer than 2 objects; the test needs some"
+    app = create_app(open_models([str(instance_run)]))
+    with TestClient(app) as c:
+        info = c.get("/v1/models").json()["models"][0]
+        r = post(c, image.read_bytes())
+        body = post(c, image.read_bytes(), format="json").json()
+        no_tta = post(c, image.read_bytes(), tta="none")
+        tta = post(c, image.read_bytes(), tta="hflip")
+    assert info["kind"] == "instance" and info["classes"][1]["name"] == "nucleus"
+    assert r.status_code == 200 and r.headers["x-seglab-kind"] == "instance"
+    served = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert served.dtype == np.uint16
+    np.testing.assert_array_equal(served, expected)
+    assert no_tta.content == r.content
+    assert tta.status_code == 422 and tta.json()["code"] == "invalid_tta"
+
+    assert body["kind"] == "instance" and [o["id"] for o in body["instances"]] == list(
+        range(1, n + 1)
+    )
+    for o in body["instances"]:
+        m = mask_utils.decode({"size": o["rle"]["size"], "counts": o["rle"]["counts"]})
+        np.testing.assert_array_equal(m.astype(bool), expected == o["id"])
+        ys, xs = np.nonzero(expected == o["id"])
+        assert o["box"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert o["area"] == len(ys) and 0 <= o["score"] <= 1
+        assert (o["class_index"], o["class_name"]) == (1, "nucleus")
+    pixels = {c["name"]: c["pixels"] for c in body["classes"]}
+    fg = int((expected > 0).sum())
+    assert pixels == {"background": expected.size - fg, "nucleus": fg}
+
+
+def test_instance_model_on_an_exported_backend_is_refused_in_one_line(instance_run):
+    from seglab.errors import SeglabError
+    from seglab.serve import open_models
+
+    with pytest.raises(SeglabError, match="instance model, which runs on torch only"):
+        open_models([str(instance_run)], backend="openvino")

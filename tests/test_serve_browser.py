@@ -136,3 +136,70 @@ OPAQUE_JS = """() => {
   for (let i = 3; i < d.length; i += 4) if (d[i] === 255) n++;
   return n;
 }"""
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not found: `make test` installs it (scripts/ensure-browser)"
+)
+def test_page_shows_an_instance_model_in_headless_chromium(instance_run, discs_dsb, tmp_path):
+    """An instance model: the page draws the objects from the JSON's RLEs, counts them per
+    class, and downloads the 16-bit id PNG that ``seglab predict`` writes."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    image = discs_dsb / "images" / "im6.png"
+    pred = run_cli("predict", instance_run, image, "--out", tmp_path / "pred")
+    assert pred.returncode == 0, pred.stderr
+    expected = cv2.imread(str(tmp_path / "pred" / "im6_instances.png"), cv2.IMREAD_UNCHANGED)
+
+    port = free_port()
+    server = start_server(instance_run, port, tmp_path / "server.log")
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#legend li")
+            tta_disabled = page.eval_on_selector("#tta", "e => e.disabled")
+            page.set_input_files("#file", str(image))
+            page.wait_for_selector('#overlay[data-ready="1"]', timeout=60_000)
+            status = page.inner_text("#status")
+            rows = page.eval_on_selector_all(
+                "#areas tbody tr",
+                "rs => rs.map(r => [+r.dataset.index, +r.cells[2].innerText, "
+                "r.cells[3].innerText])",
+            )
+            opaque = page.evaluate(OPAQUE_JS)
+            white = page.evaluate(WHITE_JS)  # the objects' outlines
+            with page.expect_download() as info:
+                page.click("#download")
+            saved = tmp_path / info.value.suggested_filename
+            info.value.save_as(saved)
+            page.screenshot(path=str(tmp_path / "serve_page_instances.png"), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(20)
+
+    n = int(expected.max())
+    assert errors == [] and tta_disabled
+    assert f"{n} objects" in status
+    fg = int((expected > 0).sum())
+    assert dict((i, px) for i, px, _ in rows) == {0: expected.size - fg, 1: fg}
+    assert dict((i, obj) for i, _, obj in rows)[1] == str(n)
+    assert opaque == expected.size  # background and nuclei both have opaque colours
+    assert 0 < white < fg
+    assert saved.name == "im6_instances.png"
+    got = cv2.imread(str(saved), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, expected)
+
+
+WHITE_JS = """() => {
+  const c = document.getElementById('overlay');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] === 765) n++;
+  return n;
+}"""

@@ -8,10 +8,12 @@ import io
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
@@ -251,6 +253,43 @@ def load_instance_task(run_or_ckpt: str | Path) -> tuple[InstanceTask, Path]:
             f"checkpoint {path} does not match its model config ({lines[-1][:160]})"
         ) from None
     return task.eval(), path
+
+
+class InstancePredictor:
+    """An instance model behind the interface ``seglab serve`` uses for semantic predictors
+    (``meta``, ``backend.name`` / ``.precision``, ``scale``, ``adapt``, ``predict``);
+    :meth:`predict` gives (H x W int32 instance map with ids 1..N, (class index, score) of
+    each id). Instance models run on PyTorch: the watershed or Mask R-CNN's box-wise mask
+    pasting is not part of an exported graph."""
+
+    kind = "instance"
+    flips: tuple = ()
+    scales: tuple = (1.0,)
+
+    def __init__(self, task: InstanceTask) -> None:
+        self.task = task
+        self.meta = task.hparams.meta
+        inner = getattr(task, "predictor", None)  # the boundary method's semantic Predictor
+        self.backend = SimpleNamespace(
+            name="torch", precision=inner.backend.precision if inner is not None else "fp32"
+        )
+        self.scale = float(inner.scale) if inner is not None else 1.0
+
+    @classmethod
+    def open(cls, run_or_ckpt: str | Path, backend: str | None = None) -> InstancePredictor:
+        if backend not in (None, "auto", "torch"):
+            raise SeglabError(
+                f"{run_or_ckpt} is an instance model, which runs on torch only; "
+                f"drop --backend {backend} (or use --backend torch)"
+            )
+        return cls(load_instance_task(run_or_ckpt)[0])
+
+    def adapt(self, image: np.ndarray, where: str | Path = "<image>") -> np.ndarray:
+        return adapt_channels(image, self.meta["in_channels"], where)
+
+    def predict(self, image: np.ndarray, where: str | Path = "<image>"):
+        x = torch.from_numpy(np.ascontiguousarray(self.adapt(image, where).transpose(2, 0, 1)))
+        return self.task.objects(self.task.raw(x))
 
 
 def evaluate_instance(

@@ -126,18 +126,30 @@ class InstanceTask(L.LightningModule):
         p = self.predictor.logits(image[None]).softmax(1)[0]
         return (p[1:3] * 255).round().to(torch.uint8).numpy()
 
-    def instances(self, raw, thresholds: tuple[float, float] | None = None):
-        """(H x W int32 instance map, detections for COCO results: mask, label, score, box)."""
+    def objects(self, raw, thresholds: tuple[float, float] | None = None):
+        """(H x W int32 instance map with ids 1..N, (class index, score) of each id)."""
         t = thresholds or tuple(float(v) for v in self.thresholds)
         if self.method == "maskrcnn":
-            return paint_detections(raw, t[0]), full_detections(raw)
+            inst, kept = paint_detections(raw, t[0])
+            return inst, [(int(d["label"]), float(d["score"])) for d in kept]
         p_int, p_bnd = raw[0] / 255.0, raw[1] / 255.0
         inst, scores = instances_from_probs(p_int, p_bnd, t[0], t[1], self.cfg.instance.min_area)
+        return inst, [(1, float(s)) for s in scores]
+
+    def instances(self, raw, thresholds: tuple[float, float] | None = None):
+        """(H x W int32 instance map, detections for COCO results: mask, label, score, box).
+        Mask R-CNN reports every detection (AP ranks them all); the boundary method its
+        objects."""
+        inst, objects = self.objects(raw, thresholds)
+        if self.method == "maskrcnn":
+            return inst, full_detections(raw)
         buf = np.zeros(inst.shape, np.uint8, order="F")
         dets = []
-        for i, sl in enumerate(ndimage.find_objects(inst)):
+        for i, (sl, (label, score)) in enumerate(
+            zip(ndimage.find_objects(inst), objects, strict=True)
+        ):
             rle = encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i + 1, buf)
-            dets.append({"rle": rle, "label": 1, "score": float(scores[i]), "box": None})
+            dets.append({"rle": rle, "label": label, "score": score, "box": None})
         return inst, dets
 
     def predict_instances(self, image: np.ndarray):
@@ -223,7 +235,7 @@ class InstanceTask(L.LightningModule):
         if self.method == "maskrcnn":
             best = (float(self.thresholds[0]), -1.0)
             for s in SCORE_GRID:
-                preds = [paint_detections(r, s) for r in self._raw]
+                preds = [paint_detections(r, s)[0] for r in self._raw]
                 score = float(
                     np.mean([dsb_score(t, p) for t, p in zip(targets, preds, strict=True)])
                 )
@@ -272,10 +284,10 @@ class InstanceTask(L.LightningModule):
         self.last_test = self.compute_metrics(tune=False)
 
 
-def paint_detections(raw: dict, score_threshold: float) -> np.ndarray:
-    """Mask R-CNN detections -> non-overlapping instance map of those scoring at least
-    ``score_threshold``; higher scores are painted last, so they win where masks overlap,
-    and an object entirely covered by better ones disappears (ids are 1..N)."""
+def paint_detections(raw: dict, score_threshold: float) -> tuple[np.ndarray, list[dict]]:
+    """Mask R-CNN detections -> (non-overlapping instance map of those scoring at least
+    ``score_threshold``, the detection of each id 1..N). Higher scores are painted last, so
+    they win where masks overlap, and an object entirely covered by better ones disappears."""
     inst = np.zeros(raw["shape"], np.int32)
     kept = sorted(
         (d for d in raw["dets"] if d["score"] >= score_threshold), key=lambda d: d["score"]
@@ -284,9 +296,10 @@ def paint_detections(raw: dict, score_threshold: float) -> np.ndarray:
         (y0, x0), m = d["offset"], d["prob"] >= 128
         inst[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]][m] = n
     ids = np.unique(inst)
+    ids = ids[ids > 0]
     lut = np.zeros(len(kept) + 1, np.int32)
-    lut[ids[ids > 0]] = np.arange(1, int((ids > 0).sum()) + 1)
-    return lut[inst]
+    lut[ids] = np.arange(1, len(ids) + 1)
+    return lut[inst], [kept[i - 1] for i in ids]
 
 
 def full_detections(raw: dict) -> list[dict]:

@@ -22,8 +22,10 @@ def model_name(source: Path) -> str:
 
 
 def open_models(sources: list[str], backend: str | None = None) -> dict:
-    """``[NAME=]PATH`` items -> {name: Predictor}, in order (the first is the default)."""
+    """``[NAME=]PATH`` items -> {name: Predictor}, in order (the first is the default).
+    ``task: instance`` runs open as :class:`~seglab.instance.run.InstancePredictor`."""
     from seglab.inference.predictor import Predictor
+    from seglab.instance.run import InstancePredictor, is_instance_checkpoint
 
     models: dict = {}
     for item in sources:
@@ -33,5 +35,6 @@ def open_models(sources: list[str], backend: str | None = None) -> dict:
         name = name or model_name(Path(path))
         if name in models:
             raise SeglabError(f"two models are named {name!r}; name them, e.g. {name}-a={path}")
-        models[name] = Predictor.open(path, backend=backend)
+        opener = InstancePredictor if is_instance_checkpoint(path) else Predictor
+        models[name] = opener.open(path, backend=backend)
     return models

@@ -7,6 +7,10 @@ text), ``GET /openapi.json``, ``GET /docs``. Every error is JSON ``{"error", "co
 400 (undecodable image), 413 (too many bytes or pixels), 415 (not an accepted image type, by
 content), 422 (invalid field, unknown model, bad TTA, wrong channel count) or 503 with
 ``Retry-After`` (inference queue full).
+
+Semantic models answer with a class-index mask (8-bit PNG) or per-class areas; instance models
+(``task: instance`` runs) with a 16-bit instance-id PNG (0 = background, as ``seglab predict``
+writes it) or per-class areas plus one entry per object: id, class, score, box and RLE.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seglab.errors import SeglabError, one_line
+from seglab.instance.metrics import encode, encode_at
 from seglab.serve.images import ACCEPTED, UploadError, decode_upload
 from seglab.serve.queue import InferenceQueue, QueueFull
 
@@ -72,10 +77,14 @@ class InputPolicy(BaseModel):
     tta: str | None = Field(None, description="the model's default test-time augmentation")
 
 
+Kind = Literal["semantic", "instance"]
+
+
 class ModelInfo(BaseModel):
     name: str
-    kind: Literal["semantic"] = Field(
-        "semantic", description="semantic: one class per pixel (instance models: later)"
+    kind: Kind = Field(
+        "semantic",
+        description="semantic: one class per pixel; instance: separate objects (ids)",
     )
     backend: str
     precision: str
@@ -110,17 +119,25 @@ class ClassArea(BaseModel):
     rle: RLE | None = Field(None, description="the class's pixels; null when it has none")
 
 
+class InstanceInfo(BaseModel):
+    id: int = Field(description="the object's value in the format=png instance map")
+    class_index: int
+    class_name: str
+    score: float = Field(description="the model's confidence, 0..1")
+    box: list[int] = Field(description="[x, y, width, height] of its pixels (COCO bbox)")
+    area: int = Field(description="pixels")
+    rle: RLE
+
+
 class SegmentResult(BaseModel):
     model: str
-    kind: Literal["semantic"] = "semantic"
+    kind: Kind = "semantic"
     width: int
     height: int
     tta: str | None
     classes: list[ClassArea] = Field(description="every class, with its area")
-    instances: list[dict[str, Any]] | None = Field(
-        None,
-        description="instance models: one entry per object (class, score, box, rle); "
-        "null for semantic models",
+    instances: list[InstanceInfo] | None = Field(
+        None, description="instance models: one entry per object; null for semantic models"
     )
     server_ms: float = Field(description="time from queueing the image to its mask, ms")
 
@@ -174,14 +191,6 @@ class BodyLimit:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def rle_encode(binary: np.ndarray) -> dict:
-    """``H x W`` bool -> COCO compressed RLE (``pycocotools.mask.decode`` reads it back)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def areas(mask: np.ndarray, classes: Sequence[str], colors: Sequence, with_rle: bool) -> list:
     counts = np.bincount(mask.ravel(), minlength=len(classes))
     total = max(1, mask.size)
@@ -195,14 +204,52 @@ def areas(mask: np.ndarray, classes: Sequence[str], colors: Sequence, with_rle: 
                 "color": [int(c) for c in colors[k]],
                 "pixels": n,
                 "fraction": n / total,
-                "rle": rle_encode(mask == k) if with_rle and n else None,
+                "rle": _rle(encode(mask == k)) if with_rle and n else None,
             }
         )
     return out
 
 
+def instance_objects(
+    inst: np.ndarray, objects: Sequence[tuple[int, float]], classes: Sequence[str]
+) -> tuple[np.ndarray, list[dict]]:
+    """An instance map (ids 1..N) and (class index, score) per id -> (class-index map, one
+    dict per object: id, class, score, COCO box, area, RLE)."""
+    from scipy import ndimage
+
+    lut = np.zeros(len(objects) + 1, np.uint8)
+    lut[1:] = [label for label, _ in objects]
+    area = np.bincount(inst.ravel(), minlength=len(objects) + 1)
+    buf = np.zeros(inst.shape, np.uint8, order="F")
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(inst, max_label=len(objects)), start=1):
+        if sl is None:  # pragma: no cover - ids are 1..N by contract
+            continue
+        label, score = objects[i - 1]
+        (y0, y1), (x0, x1) = (sl[0].start, sl[0].stop), (sl[1].start, sl[1].stop)
+        rle = encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i, buf)
+        out.append(
+            {
+                "id": i,
+                "class_index": int(label),
+                "class_name": str(classes[label]),
+                "score": round(float(score), 5),
+                "box": [x0, y0, x1 - x0, y1 - y0],
+                "area": int(area[i]),
+                "rle": _rle(rle),
+            }
+        )
+    return lut[inst], out
+
+
+def _rle(rle: dict) -> dict:
+    """COCO compressed RLE (``pycocotools.mask.decode`` reads it back) as JSON."""
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
+
+
 def encode_png(mask: np.ndarray) -> bytes:
-    """Index PNG, encoded as ``seglab predict`` writes it (OpenCV)."""
+    """Index PNG (8-bit classes or 16-bit instance ids), encoded as ``seglab predict`` writes
+    it (OpenCV)."""
     ok, buf = cv2.imencode(".png", mask)
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 array
         raise RuntimeError("PNG encoding failed")
@@ -243,6 +290,14 @@ class Models:
         if tta is None:
             return name, base
         spec = tta.strip().lower()
+        if getattr(base, "kind", "semantic") == "instance":
+            if spec in TTA_OFF:
+                return name, base
+            raise UploadError(
+                422,
+                "invalid_tta",
+                f"{name} is an instance model: it takes no test-time augmentation; leave tta out",
+            )
         key = (name, spec)
         if key not in self._variants:
             from seglab.inference.predictor import parse_tta
@@ -429,6 +484,7 @@ def create_app(
             out.append(
                 ModelInfo(
                     name=name,
+                    kind=getattr(p, "kind", "semantic"),
                     backend=backend,
                     precision=precision,
                     classes=[
@@ -456,7 +512,8 @@ def create_app(
         responses={
             200: {
                 "description": "format=png: the class-index mask (8-bit grey PNG, the input's "
-                "size); format=json: per-class areas and RLE masks",
+                "size; instance models: 16-bit instance ids, 0 = background); format=json: "
+                "per-class areas and RLE masks (instance models: and the objects)",
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             },
             **ERRORS,
@@ -489,28 +546,46 @@ def create_app(
         key = (predictor, (h, w, image.shape[2]), next(solo) if tiled else None)
         start = time.perf_counter()
         try:
-            mask = await queue.submit(key, image)
+            result = await queue.submit(key, image)
         except QueueFull as full:
             return busy(full.retry_after)
         except SeglabError as err:
             raise UploadError(422, "cannot_segment", one_line(err)) from None
         elapsed = (time.perf_counter() - start) * 1000
         backend, _ = _backend_info(predictor)
-        headers = {"X-Seglab-Model": name, "X-Seglab-Backend": backend}
-        if format == "png":
-            data = await run_in_threadpool(encode_png, mask)
-            return Response(data, media_type="image/png", headers=headers)
+        kind = getattr(predictor, "kind", "semantic")
+        headers = {"X-Seglab-Model": name, "X-Seglab-Backend": backend, "X-Seglab-Kind": kind}
         meta = predictor.meta
+        instances = None
+        if kind == "instance":
+            inst, objects = result
+            if len(objects) > 65535:
+                raise UploadError(
+                    422, "too_many_objects", f"{len(objects)} objects do not fit a 16-bit PNG"
+                )
+            if format == "png":
+                data = await run_in_threadpool(encode_png, inst.astype(np.uint16))
+                return Response(data, media_type="image/png", headers=headers)
+            mask, instances = await run_in_threadpool(
+                instance_objects, inst, objects, meta["classes"]
+            )
+        else:
+            mask = result
+            if format == "png":
+                data = await run_in_threadpool(encode_png, mask)
+                return Response(data, media_type="image/png", headers=headers)
         classes = await run_in_threadpool(areas, mask, meta["classes"], meta["colors"], True)
-        result = SegmentResult(
+        body = SegmentResult(
             model=name,
+            kind=kind,
             width=w,
             height=h,
             tta=_tta_text(predictor),
             classes=classes,
+            instances=instances,
             server_ms=round(elapsed, 2),
         )
-        return JSONResponse(result.model_dump(), headers=headers)
+        return JSONResponse(body.model_dump(), headers=headers)
 
     # -- the web page ----------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
