@@ -6,8 +6,8 @@
 ``seglab learning-curve`` with configs/camvid.yaml: nested random shares of the 367
 training images (data.train_fraction, seed 0), each trained for the same number of
 optimizer steps (``train.max_steps``; a wall-clock budget would be bent by other load on
-the machine), validated every 5 epochs, the best checkpoint scored on the 233 test images
-at 360x480. Writes benchmarks/results/camvid_learning_curve.json and .png.
+the machine), validated about 8 times per share, the best checkpoint scored on the 233
+test images at 360x480. Writes benchmarks/results/camvid_learning_curve.json and .png.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
         sys.exit(f"CamVid not found at {SHARED / 'camvid'}; see ../shared/datasets/README.md")
     cfg = load_config(
         ROOT / "configs" / "camvid.yaml",
-        [f"train.max_steps={args.steps}", "train.max_minutes=null", "train.val_every=5"],
+        [f"train.max_steps={args.steps}", "train.max_minutes=null"],
     )
     out = args.runs_dir / "curve"
     rows = learning_curve(

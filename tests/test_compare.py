@@ -55,18 +55,28 @@ def test_compare_cli_bad_size(trained_run, tmp_path):
 
 
 def test_learning_curve_trains_each_share(tmp_path, synth_root):
-    cfg = config_from_dict(tiny_config(synth_root, name="lc", train={"epochs": 1}))
+    """Equal optimizer steps per share (32, batch 4): 4 images make 32 one-step epochs,
+    validated every 4th; 16 images make 8 epochs, validated after each."""
+    cfg = config_from_dict(
+        tiny_config(synth_root, name="lc", train={"epochs": 1000, "max_steps": 32})
+    )
     rows = learning_curve(cfg, [1.0, 0.25], tmp_path / "runs", "val", tmp_path / "lc")
     assert [(r["fraction"], r["train_images"]) for r in rows] == [(0.25, 4), (1.0, 16)]
     assert all(0 <= r["mIoU"] <= 1 for r in rows)
     assert (tmp_path / "lc" / "learning_curve.png").is_file()
     import yaml
 
-    assert (
-        yaml.safe_load((tmp_path / "runs" / "lc-lc25" / "config.yaml").read_text())["data"][
-            "train_fraction"
-        ]
-        == 0.25
+    small, full = (
+        yaml.safe_load((tmp_path / "runs" / f"lc-lc{p}" / "config.yaml").read_text())
+        for p in (25, 100)
     )
+    assert small["data"]["train_fraction"] == 0.25
+    assert (small["train"]["val_every"], full["train"]["val_every"]) == (4, 1)
+    validated = [
+        r["epoch"]
+        for r in json.loads((tmp_path / "runs" / "lc-lc25" / "metrics.json").read_text())
+        if r.get("val_mIoU") is not None
+    ]
+    assert 6 <= len(validated) <= 9
     with pytest.raises(Exception, match="fractions"):
         learning_curve(cfg, [0.0], tmp_path / "runs", "val", tmp_path / "lc")

@@ -227,7 +227,7 @@ def instance_objects(
             continue
         label, score = objects[i - 1]
         (y0, y1), (x0, x1) = (sl[0].start, sl[0].stop), (sl[1].start, sl[1].stop)
-        rle = encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i, buf)
+        rle = encode_at(inst.shape, (y0, x0), inst[sl] == i, buf)
         out.append(
             {
                 "id": i,
@@ -251,7 +251,7 @@ def encode_png(mask: np.ndarray) -> bytes:
     """Index PNG (8-bit classes or 16-bit instance ids), encoded as ``seglab predict`` writes
     it (OpenCV)."""
     ok, buf = cv2.imencode(".png", mask)
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8 array
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8/uint16 array
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
 
