@@ -181,13 +181,13 @@ def learning_curve(
         c = cfg.model_copy(deep=True)
         c.data.train_fraction = f
         c.name = f"{cfg.name}-lc{round(100 * f)}"
+        n = max(1, int(np.ceil(f * n_total)))  # as SegDataset keeps it
         if c.train.max_steps:  # equal steps: a small share has many short epochs, so
-            n = max(1, int(np.ceil(f * n_total)))  # validate about 8 times per run
+            # validate about 8 times per run
             epochs = np.ceil(c.train.max_steps / np.ceil(n / c.train.batch_size))
             c.train.val_every = max(c.train.val_every, int(np.ceil(epochs / 8)))
         run = train(c, runs_dir)
         metrics, _ = evaluate(run, split, report=False)
-        n = max(1, int(np.ceil(f * n_total)))  # as SegDataset keeps it
         rows.append(
             {
                 "fraction": f,

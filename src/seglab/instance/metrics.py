@@ -72,6 +72,17 @@ def encode_at(
     return rle
 
 
+def object_rles(inst: np.ndarray) -> list[tuple[tuple[slice, slice], dict]]:
+    """Each id 1..N of an instance map: (its bounding slices, its image-sized RLE)."""
+    from scipy import ndimage
+
+    buf = np.zeros(inst.shape, np.uint8, order="F")
+    return [
+        (sl, encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i, buf))
+        for i, sl in enumerate(ndimage.find_objects(inst), start=1)
+    ]
+
+
 def gt_annotations(
     image_id: int,
     instances: np.ndarray,

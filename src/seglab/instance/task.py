@@ -16,13 +16,12 @@ import time
 import lightning as L
 import numpy as np
 import torch
-from scipy import ndimage
 
 from seglab.config import Config
 from seglab.errors import SeglabError
 from seglab.inference.predictor import Predictor, run_padded
 from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
-from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at
+from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at, object_rles
 from seglab.instance.targets import THREE_CLASSES, boundary_targets, maskrcnn_target
 from seglab.instance.watershed import instances_from_probs, tune_watershed
 from seglab.models.registry import build_model
@@ -143,13 +142,10 @@ class InstanceTask(L.LightningModule):
         inst, objects = self.objects(raw, thresholds)
         if self.method == "maskrcnn":
             return inst, full_detections(raw)
-        buf = np.zeros(inst.shape, np.uint8, order="F")
-        dets = []
-        for i, (sl, (label, score)) in enumerate(
-            zip(ndimage.find_objects(inst), objects, strict=True)
-        ):
-            rle = encode_at(inst.shape, (sl[0].start, sl[1].start), inst[sl] == i + 1, buf)
-            dets.append({"rle": rle, "label": label, "score": score, "box": None})
+        dets = [
+            {"rle": rle, "label": label, "score": score, "box": None}
+            for (_, rle), (label, score) in zip(object_rles(inst), objects, strict=True)
+        ]
         return inst, dets
 
     def predict_instances(self, image: np.ndarray):

@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seglab.errors import SeglabError, one_line
-from seglab.instance.metrics import encode, encode_at
+from seglab.instance.metrics import encode, object_rles
 from seglab.serve.images import ACCEPTED, UploadError, decode_upload
 from seglab.serve.queue import InferenceQueue, QueueFull
 
@@ -204,7 +204,7 @@ def areas(mask: np.ndarray, classes: Sequence[str], colors: Sequence, with_rle: 
                 "color": [int(c) for c in colors[k]],
                 "pixels": n,
                 "fraction": n / total,
-                "rle": _rle(encode(mask == k)) if with_rle and n else None,
+                "rle": encode(mask == k) if with_rle and n else None,
             }
         )
     return out
@@ -215,36 +215,24 @@ def instance_objects(
 ) -> tuple[np.ndarray, list[dict]]:
     """An instance map (ids 1..N) and (class index, score) per id -> (class-index map, one
     dict per object: id, class, score, COCO box, area, RLE)."""
-    from scipy import ndimage
-
     lut = np.zeros(len(objects) + 1, np.uint8)
     lut[1:] = [label for label, _ in objects]
     area = np.bincount(inst.ravel(), minlength=len(objects) + 1)
-    buf = np.zeros(inst.shape, np.uint8, order="F")
     out = []
-    for i, sl in enumerate(ndimage.find_objects(inst, max_label=len(objects)), start=1):
-        if sl is None:  # pragma: no cover - ids are 1..N by contract
-            continue
+    for i, ((ys, xs), rle) in enumerate(object_rles(inst), start=1):
         label, score = objects[i - 1]
-        (y0, y1), (x0, x1) = (sl[0].start, sl[0].stop), (sl[1].start, sl[1].stop)
-        rle = encode_at(inst.shape, (y0, x0), inst[sl] == i, buf)
         out.append(
             {
                 "id": i,
                 "class_index": int(label),
                 "class_name": str(classes[label]),
                 "score": round(float(score), 5),
-                "box": [x0, y0, x1 - x0, y1 - y0],
+                "box": [xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start],
                 "area": int(area[i]),
-                "rle": _rle(rle),
+                "rle": rle,
             }
         )
     return lut[inst], out
-
-
-def _rle(rle: dict) -> dict:
-    """COCO compressed RLE (``pycocotools.mask.decode`` reads it back) as JSON."""
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
 
 
 def encode_png(mask: np.ndarray) -> bytes:
@@ -259,6 +247,10 @@ def encode_png(mask: np.ndarray) -> bytes:
 def _backend_info(predictor) -> tuple[str, str]:
     backend = getattr(predictor, "backend", None)
     return str(getattr(backend, "name", "unknown")), str(getattr(backend, "precision", "unknown"))
+
+
+def _kind(predictor) -> str:
+    return getattr(predictor, "kind", "semantic")
 
 
 def _tta_text(predictor) -> str | None:
@@ -290,7 +282,7 @@ class Models:
         if tta is None:
             return name, base
         spec = tta.strip().lower()
-        if getattr(base, "kind", "semantic") == "instance":
+        if _kind(base) == "instance":
             if spec in TTA_OFF:
                 return name, base
             raise UploadError(
@@ -484,7 +476,7 @@ def create_app(
             out.append(
                 ModelInfo(
                     name=name,
-                    kind=getattr(p, "kind", "semantic"),
+                    kind=_kind(p),
                     backend=backend,
                     precision=precision,
                     classes=[
@@ -553,27 +545,24 @@ def create_app(
             raise UploadError(422, "cannot_segment", one_line(err)) from None
         elapsed = (time.perf_counter() - start) * 1000
         backend, _ = _backend_info(predictor)
-        kind = getattr(predictor, "kind", "semantic")
+        kind = _kind(predictor)
         headers = {"X-Seglab-Model": name, "X-Seglab-Backend": backend, "X-Seglab-Kind": kind}
         meta = predictor.meta
-        instances = None
-        if kind == "instance":
+        mask, instances = result, None
+        if kind == "instance":  # (instance map, (class, score) per id)
             inst, objects = result
             if len(objects) > 65535:
                 raise UploadError(
                     422, "too_many_objects", f"{len(objects)} objects do not fit a 16-bit PNG"
                 )
-            if format == "png":
-                data = await run_in_threadpool(encode_png, inst.astype(np.uint16))
-                return Response(data, media_type="image/png", headers=headers)
+            mask = inst.astype(np.uint16)
+        if format == "png":
+            data = await run_in_threadpool(encode_png, mask)
+            return Response(data, media_type="image/png", headers=headers)
+        if kind == "instance":
             mask, instances = await run_in_threadpool(
-                instance_objects, inst, objects, meta["classes"]
+                instance_objects, mask, objects, meta["classes"]
             )
-        else:
-            mask = result
-            if format == "png":
-                data = await run_in_threadpool(encode_png, mask)
-                return Response(data, media_type="image/png", headers=headers)
         classes = await run_in_threadpool(areas, mask, meta["classes"], meta["colors"], True)
         body = SegmentResult(
             model=name,

@@ -101,7 +101,7 @@ async function post(file, format) {
   form.append("file", file);
   form.append("model", state.model.name);
   const tta = $("tta").value;
-  if (tta && !isInstance()) form.append("tta", tta);
+  if (tta) form.append("tta", tta);  // disabled and empty for instance models
   form.append("format", format);
   let res;
   try {
