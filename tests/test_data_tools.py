@@ -12,9 +12,14 @@ from conftest import shared_dataset
 
 from seglab.config import DataConfig, load_config
 from seglab.data.convert import convert_dataset
-from seglab.data.dataset import DatasetDefinition, SegDataset, class_weights_from
+from seglab.data.dataset import (
+    DatasetDefinition,
+    SegDataset,
+    class_weights_from,
+    inverse_log_weights,
+)
 from seglab.data.split import make_splits, split_sizes, write_splits
-from seglab.data.stats import dataset_stats, inverse_log_weights, write_stats
+from seglab.data.stats import dataset_stats, write_stats
 from seglab.data.synthetic import CLASSES, make_dataset
 from seglab.errors import SeglabError
 
@@ -78,6 +83,9 @@ def test_stats_match_numpy_on_synthetic(synth, tmp_path):
     assert np.allclose(stats["std"], px.std(0), atol=1e-3)
     want = class_weights_from(SegDataset(d, "train"))
     assert np.allclose(stats["class_weights"]["median_frequency"], want)
+    # training's inverse_log weights (loss.class_weights: inverse_log) are the ones stats suggest
+    want = class_weights_from(SegDataset(d, "train"), "inverse_log")
+    assert np.allclose(stats["class_weights"]["inverse_log"], want)
     p = np.asarray(stats["splits"]["train"]["class_frequency"])
     assert np.allclose(stats["class_weights"]["inverse_log"], 1 / np.log(1.02 + p))
     # rarer classes get larger inverse-log weights

@@ -12,7 +12,7 @@ import yaml
 from conftest import run_cli, tiny_config, write_config
 
 from seglab.config import config_from_dict
-from seglab.data.dataset import DatasetDefinition, SegDataset
+from seglab.data.dataset import DatasetDefinition, SegDataset, class_weights_from
 from seglab.evaluation.evaluate import evaluate
 from seglab.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from seglab.inference.predictor import Predictor
@@ -175,3 +175,19 @@ def test_max_steps_stops_mid_epoch_and_schedule_ends(tmp_path, synth_root):
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["global_step"] == 6
     assert epochs[-1]["lr"] < 0.2 * cfg.train.lr  # cosine over 6 steps, not over 50 epochs
+
+
+@pytest.mark.parametrize("scheme", ["median_frequency", "inverse_log"])
+def test_computed_class_weights_reach_the_loss(tmp_path, synth_root, scheme):
+    cfg = config_from_dict(
+        tiny_config(synth_root, loss={"class_weights": scheme}, train={"max_steps": 1})
+    )
+    run = train(cfg, tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    d = DatasetDefinition.from_config(cfg.data)
+    want = class_weights_from(SegDataset(d, "train"), scheme)
+    assert np.allclose(ckpt["state_dict"]["loss.weights"].numpy(), want, atol=1e-4)
+    assert ckpt["hyper_parameters"]["class_weights"] == pytest.approx(want, abs=1e-4)
+    # the two schemes differ: median frequency is the stronger balance
+    other = "inverse_log" if scheme == "median_frequency" else "median_frequency"
+    assert not np.allclose(want, class_weights_from(SegDataset(d, "train"), other))

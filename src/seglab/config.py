@@ -62,8 +62,10 @@ class ModelConfig(_Strict):
 
 class LossConfig(_Strict):
     name: Literal["ce", "dice", "ce+dice"] = "ce"
-    class_weights: list[float] | Literal["median_frequency"] | None = Field(
-        None, description="per-class weights, or median_frequency computed on the train split"
+    class_weights: list[float] | Literal["median_frequency", "inverse_log"] | None = Field(
+        None,
+        description="per-class weights, or computed on the train split: median_frequency "
+        "(SegNet, median(f)/f_c) or inverse_log (ENet, 1/ln(1.02 + p_c), a milder balance)",
     )
     dice_weight: float = Field(1.0, ge=0, description="weight of the Dice term in ce+dice")
 

@@ -203,6 +203,11 @@ class SegDataset(Dataset):
         return {"image": image, "mask": target, "index": i}
 
 
+#: ENet's constant in ``1 / ln(c + p_class)`` (Paszke et al. 2016): it bounds weights to
+#: ``1 / ln(1.02) ~= 50.5`` for the rarest classes.
+ENET_C = 1.02
+
+
 def median_frequency_weights(counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
     """SegNet's median frequency balancing: ``median(freq) / freq(c)``.
 
@@ -213,8 +218,18 @@ def median_frequency_weights(counts: np.ndarray, image_pixels: np.ndarray) -> np
     return np.where(freq > 0, med / np.maximum(freq, 1e-12), 0.0)
 
 
-def class_weights_from(dataset: SegDataset) -> np.ndarray:
-    """Median-frequency class weights computed on ``dataset``."""
+def inverse_log_weights(counts: np.ndarray, c: float = ENET_C) -> np.ndarray:
+    """ENet's class weights ``1 / ln(c + p_class)``, ``p_class`` = pixels of the class / all
+    counted pixels. Classes absent from ``counts`` get the upper bound ``1 / ln(c)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    p = counts / total if total > 0 else np.zeros_like(counts)
+    return 1.0 / np.log(c + p)
+
+
+def class_weights_from(dataset: SegDataset, scheme: str = "median_frequency") -> np.ndarray:
+    """Class weights computed on ``dataset``: ``median_frequency`` (SegNet) or ``inverse_log``
+    (ENet)."""
     n = dataset.definition.num_classes
     counts = np.zeros(n, dtype=np.int64)
     present_pixels = np.zeros(n, dtype=np.int64)
@@ -223,4 +238,6 @@ def class_weights_from(dataset: SegDataset) -> np.ndarray:
         c = np.bincount(mask.ravel(), minlength=256)[:n]
         counts += c
         present_pixels += np.where(c > 0, mask.size, 0)
+    if scheme == "inverse_log":
+        return inverse_log_weights(counts)
     return median_frequency_weights(counts, present_pixels)

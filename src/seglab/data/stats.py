@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.data.dataset import DatasetDefinition, SegDataset, median_frequency_weights
+from seglab.data.dataset import (
+    DatasetDefinition,
+    SegDataset,
+    inverse_log_weights,
+    median_frequency_weights,
+)
 from seglab.data.formats import Item, get_format
 from seglab.errors import SeglabError
 
@@ -23,19 +28,6 @@ from seglab.errors import SeglabError
 Progress = Callable[[str, int, int | None], None]
 
 DEFAULT_SPLITS = ("train", "val", "test")
-#: ENet's constant in ``1 / ln(c + p_class)`` (Paszke et al. 2016): it bounds weights to
-#: ``1 / ln(1.02) ~= 50.5`` for the rarest classes.
-ENET_C = 1.02
-
-
-def inverse_log_weights(counts: np.ndarray, c: float = ENET_C) -> np.ndarray:
-    """ENet's class weights ``1 / ln(c + p_class)``, ``p_class`` = pixels of the class / all
-    counted pixels. Classes absent from ``counts`` get the upper bound ``1 / ln(c)``."""
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    p = counts / total if total > 0 else np.zeros_like(counts)
-    return 1.0 / np.log(c + p)
-
 
 def candidate_splits(definition: DatasetDefinition) -> list[str]:
     """Split names to look at by default: those of ``data.splits``, else train/val/test."""

@@ -164,8 +164,8 @@ def train(
     # Read and check all data before creating anything on disk.
     dm = SegDataModule(cfg, definition, "train", "val")
     weights = cfg.loss.class_weights
-    if weights == "median_frequency":
-        weights = [round(float(w), 4) for w in class_weights_from(dm.train_set)]
+    if isinstance(weights, str):  # median_frequency or inverse_log
+        weights = [round(float(w), 4) for w in class_weights_from(dm.train_set, weights)]
     elif weights is not None and len(weights) != definition.num_classes:
         raise SeglabError(
             f"loss.class_weights has {len(weights)} values for "
@@ -201,8 +201,8 @@ def train(
             " + channels_last" if cfg.train.channels_last else "",
             "yes" if precision == "bf16" else "no or not requested",
         )
-        if cfg.loss.class_weights == "median_frequency":
-            log.info("median-frequency class weights: %s", weights)
+        if isinstance(cfg.loss.class_weights, str):
+            log.info("%s class weights: %s", cfg.loss.class_weights, weights)
     task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights)
     extra = callbacks or []
     callbacks = [
