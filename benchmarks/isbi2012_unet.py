@@ -1,6 +1,6 @@
 """ISBI 2012 EM membranes: train on slices 00-23, report on 24-29.
 
-    .venv/bin/python benchmarks/isbi2012_unet.py [--minutes 10]
+    .venv/bin/python benchmarks/isbi2012_unet.py [--minutes 10] [--tag NAME --set KEY=VALUE]
 
 Pixel error = 1 - pixel accuracy over the six validation slices. Adapted Rand error:
 scikit-image's ``adapted_rand_error`` on connected cell regions (4-connected components of
@@ -56,10 +56,16 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "work"))
     ap.add_argument("--tta", default=None, help="test-time augmentation, e.g. hflip,vflip")
     ap.add_argument("--evaluate-only", type=Path, help="score this earlier run instead")
+    ap.add_argument("--set", action="append", default=[], help="extra config overrides")
+    ap.add_argument("--tag", help="results name isbi2012_unet_<TAG>.json and run name")
     args = ap.parse_args()
     if not (SHARED / "isbi2012").is_dir():
         sys.exit(f"ISBI 2012 not found at {SHARED / 'isbi2012'}")
-    cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [f"train.max_minutes={args.minutes}"])
+    tag = [f"name=isbi2012-unet-{args.tag}"] if args.tag else []
+    cfg = load_config(
+        ROOT / "configs" / "isbi2012.yaml",
+        [f"train.max_minutes={args.minutes}", *tag, *args.set],
+    )
     if args.evaluate_only:
         run_dir = args.evaluate_only
         train_min = json.loads((run_dir / "summary.json").read_text())["train_seconds"] / 60
@@ -76,7 +82,7 @@ def main() -> None:
     )
     summary = json.loads((run_dir / "summary.json").read_text())
     save(
-        "isbi2012_unet" + ("_tta" if args.tta else ""),
+        "isbi2012_unet" + (f"_{args.tag}" if args.tag else "") + ("_tta" if args.tta else ""),
         {
             "pixel_error": scores["pixel_error"],
             "adapted_rand_error": scores["adapted_rand_error"],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import shared_dataset
+from torchvision import tv_tensors
 
-from seglab.config import AugmentConfig, DataConfig
+from seglab.config import AugmentConfig, DataConfig, ElasticConfig
 from seglab.data.dataset import DatasetDefinition, SegDataset, class_weights_from
-from seglab.data.transforms import PairTransform
+from seglab.data.transforms import GridElastic, PairTransform
 
 
 def test_folder_layout_reads_split_lists(synth_root):
@@ -74,14 +76,22 @@ def test_isbi2012_fixed_split():
     assert all(it.mask is None for it in d.pairs("test"))
 
 
-def test_augmentation_moves_image_and_mask_together():
-    """A random affine + flip + crop keeps every labelled pixel on its own image region."""
+@pytest.mark.parametrize("elastic", [0.0, 1.0])
+def test_augmentation_moves_image_and_mask_together(elastic):
+    """A random affine (+ elastic warp) + flip + crop keeps every labelled pixel on its own
+    image region."""
     rng = np.random.default_rng(0)
     mask = np.kron(rng.integers(0, 4, (8, 8)), np.ones((16, 16), np.int64))  # 128x128 blocks
     palette = np.array([[10, 10, 10], [200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
     image = torch.from_numpy(palette[mask].transpose(2, 0, 1).copy())
     cfg = AugmentConfig(
-        scale=(0.7, 1.4), rotate=30, translate=0.2, crop=(96, 112), hflip=0.5, vflip=0.5
+        scale=(0.7, 1.4),
+        rotate=30,
+        translate=0.2,
+        crop=(96, 112),
+        hflip=0.5,
+        vflip=0.5,
+        elastic=ElasticConfig(p=elastic, sigma=6),
     )
     t = PairTransform(cfg, ignore_index=255, in_channels=3)
     torch.manual_seed(0)
@@ -90,15 +100,38 @@ def test_augmentation_moves_image_and_mask_together():
         assert img.shape == (3, 96, 112) and m.shape == (96, 112)
         valid = m != 255
         assert valid.float().mean() > 0.2
-        # compare away from block borders, where a bilinear image blends two colours
-        pad = torch.nn.functional.pad(m[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
-        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-            valid &= pad[dy : dy + m.shape[0], dx : dx + m.shape[1]] == m
+        # compare away from block borders, where a bilinear image blends two colours (two
+        # resamplings with the elastic warp: 2 pixels)
+        r = 2 if elastic else 1
+        mf = m[None, None].float()
+        hi = torch.nn.functional.max_pool2d(mf, 2 * r + 1, stride=1, padding=r)[0, 0]
+        lo = -torch.nn.functional.max_pool2d(-mf, 2 * r + 1, stride=1, padding=r)[0, 0]
+        valid &= hi == lo
         expected = torch.from_numpy(palette)[m[valid]].T.float()  # colour of the mask's class
         got = img.permute(1, 2, 0)[valid].T.float()
         agree = ((expected - got).abs().max(0).values < 40).float().mean()
         assert agree > 0.99
         assert set(m.unique().tolist()) <= {0, 1, 2, 3, 255}
+
+
+def test_elastic_warp_is_smooth_and_sized_by_sigma():
+    """Displacements of about sigma pixels, smooth (a 3x3 lattice), and a real warp: a
+    vertical stripe mask comes out bent, still with its own labels only."""
+    t = GridElastic(grid=3, sigma=8.0, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255})
+    torch.manual_seed(1)
+    sds, bent = [], []
+    mask = torch.from_numpy(np.kron(np.arange(8) % 2, np.ones((128, 16), np.int64)))
+    for _ in range(20):
+        d = t.make_params([tv_tensors.Image(torch.zeros(1, 128, 128))])["displacement"][0]
+        px = d * 64  # normalized [-1, 1] -> pixels of a 128-pixel side
+        sds.append(float(px.std()))
+        # smooth: neighbouring pixels move almost together
+        assert (px[1:] - px[:-1]).abs().max() < 1.0 and (px[:, 1:] - px[:, :-1]).abs().max() < 1.0
+        out = t.transform(tv_tensors.Mask(mask), {"displacement": d[None]})
+        assert set(out.unique().tolist()) <= {0, 1, 255}
+        bent.append(float((out != mask).float().mean()))
+    assert 0.4 * 8 < np.median(sds) < 1.0 * 8
+    assert np.median(bent) > 0.05  # stripes 16 px wide, shifted by several pixels
 
 
 def test_base_scale_trains_at_the_inference_size():

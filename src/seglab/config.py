@@ -77,6 +77,14 @@ class ColorJitterConfig(_Strict):
     hue: float = Field(0.0, ge=0, le=0.5)
 
 
+class ElasticConfig(_Strict):
+    """The U-Net paper's elastic deformation: random displacements on a coarse grid."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability per sample (0: off)")
+    grid: int = Field(3, ge=2, description="displacements on a grid x grid lattice")
+    sigma: float = Field(10.0, gt=0, description="std of the displacements in pixels")
+
+
 class AugmentConfig(_Strict):
     """Training augmentation, applied identically to image and mask (nearest for masks)."""
 
@@ -86,6 +94,7 @@ class AugmentConfig(_Strict):
     crop: tuple[int, int] | None = Field(None, description="random crop (height, width)")
     hflip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    elastic: ElasticConfig = Field(default_factory=ElasticConfig)
     color_jitter: ColorJitterConfig = Field(default_factory=ColorJitterConfig)
 
 

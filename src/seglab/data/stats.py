@@ -29,6 +29,7 @@ Progress = Callable[[str, int, int | None], None]
 
 DEFAULT_SPLITS = ("train", "val", "test")
 
+
 def candidate_splits(definition: DatasetDefinition) -> list[str]:
     """Split names to look at by default: those of ``data.splits``, else train/val/test."""
     return list(definition.splits) or list(DEFAULT_SPLITS)

@@ -6,12 +6,36 @@ areas outside the image filled with the ignore index); colour jitter touches the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import query_size
 
 from seglab.config import AugmentConfig
+
+
+class GridElastic(v2.ElasticTransform):
+    """Elastic deformation as in the U-Net paper (Ronneberger et al. 2015): displacements drawn
+    from N(0, ``sigma`` pixels) on a coarse ``grid`` x ``grid`` lattice, interpolated bicubically
+    to every pixel, so the warp is smooth at the scale of the image rather than of a few
+    pixels (torchvision's own ``alpha``/``sigma`` field is a blurred per-pixel noise).
+    Resampling, nearest interpolation for masks and fill are torchvision's."""
+
+    def __init__(self, grid: int, sigma: float, fill: Any) -> None:
+        super().__init__(fill=fill)
+        self.grid, self.sigma_px = grid, sigma
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = query_size(flat_inputs)
+        d = torch.randn(1, 2, self.grid, self.grid) * self.sigma_px
+        d = torch.nn.functional.interpolate(
+            d, size=(height, width), mode="bicubic", align_corners=True
+        )
+        scale = torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)  # pixels -> [-1, 1]
+        return {"displacement": (d * scale).permute(0, 2, 3, 1)}  # 1 x H x W x (dx, dy)
 
 
 class PairTransform:
@@ -33,6 +57,9 @@ class PairTransform:
                     fill=fill,
                 )
             )
+        if cfg.elastic.p:
+            elastic = GridElastic(cfg.elastic.grid, cfg.elastic.sigma, fill)
+            ops.append(v2.RandomApply([elastic], p=cfg.elastic.p))
         if cfg.crop:
             ops.append(v2.RandomCrop(cfg.crop, pad_if_needed=True, fill=fill))
         if cfg.hflip:
