@@ -11,6 +11,8 @@ import torch
 import yaml
 from conftest import run_cli, tiny_config, write_config
 
+from lightning.pytorch.callbacks import Callback
+
 from seglab.config import config_from_dict
 from seglab.data.dataset import DatasetDefinition, SegDataset, class_weights_from
 from seglab.evaluation.evaluate import evaluate
@@ -191,3 +193,48 @@ def test_computed_class_weights_reach_the_loss(tmp_path, synth_root, scheme):
     # the two schemes differ: median frequency is the stronger balance
     other = "inverse_log" if scheme == "median_frequency" else "median_frequency"
     assert not np.allclose(want, class_weights_from(SegDataset(d, "train"), other))
+
+
+def test_ema_is_validated_saved_and_resumed(tmp_path, synth_root):
+    """train.ema_decay: the checkpoint's weights are the exponential moving average of the
+    raw weights after every step (recomputed here), validation scored that average, and
+    --resume continues from the raw weights."""
+    decay = 0.8
+    seen: list[dict] = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, task, *args) -> None:
+            seen.append({k: v.detach().clone() for k, v in task.model.named_parameters()})
+
+    cfg = config_from_dict(tiny_config(synth_root, train={"epochs": 2, "ema_decay": decay}))
+    run = train(cfg, tmp_path, callbacks=[Record()])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(seen) == ckpt["global_step"] == 8
+    avg = dict(seen[0])
+    for w in seen[1:]:
+        avg = {k: decay * avg[k] + (1 - decay) * w[k] for k in avg}
+    for name in ("net.encoder.conv1.weight", "net.segmentation_head.0.weight"):
+        saved, raw = ckpt["state_dict"][f"model.{name}"], ckpt["current_model_state"][f"model.{name}"]
+        torch.testing.assert_close(saved, avg[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(raw, seen[-1][name])
+        assert not torch.allclose(saved, raw)
+    summary = json.loads((run / "summary.json").read_text())
+    metrics, _ = evaluate(run, "val")  # the averaged weights, as saved
+    assert metrics["mIoU"] == pytest.approx(summary["best_val_mIoU"], abs=1e-6)
+
+    seen.clear()
+    cfg3 = config_from_dict(tiny_config(synth_root, train={"epochs": 3, "ema_decay": decay}))
+    train(cfg3, tmp_path, resume=run, callbacks=[Record()])
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 12 and len(seen) == 4
+    for w in seen:
+        avg = {k: decay * avg[k] + (1 - decay) * w[k] for k in avg}
+    name = "net.encoder.conv1.weight"
+    torch.testing.assert_close(resumed["state_dict"][f"model.{name}"], avg[name], rtol=1e-4, atol=1e-6)
+
+
+def test_legacy_scheduler_name_loads_as_what_it_ran():
+    # runs saved before the fix record the old default "onecycle", which trained with poly
+    assert config_from_dict({"name": "x", "data": {"format": "camvid", "root": "."}}).train.scheduler == "cosine"
+    old = config_from_dict({"name": "x", "data": {"format": "camvid", "root": "."}, "train": {"scheduler": "onecycle"}})
+    assert old.train.scheduler == "poly"

@@ -108,8 +108,17 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     encoder_lr: float | None = Field(None, gt=0, description="encoder learning rate; null: lr")
     weight_decay: float = Field(1e-4, ge=0)
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (e.g. 0.998); "
+        "validation, checkpoints and inference use the average",
+    )
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["onecycle", "cosine", "poly", "none"] = "onecycle"
+    scheduler: Literal["cosine", "poly", "none"] = Field(
+        "cosine", description="after a 5% linear warm-up; the schedule follows the budget"
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on CPUs with bf16 support, fp32 elsewhere"
     )
@@ -119,6 +128,12 @@ class TrainConfig(_Strict):
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _legacy_scheduler(cls, v: Any) -> Any:
+        # runs saved before 2026-12 record the old default "onecycle", which trained with poly
+        return "poly" if v == "onecycle" else v
 
 
 class InferenceConfig(_Strict):

@@ -123,7 +123,7 @@ def train_instance(
     callbacks: list[Callback] | None = None,
 ) -> Path:
     """Train an instance model (Mask R-CNN or boundary U-Net); returns the run directory."""
-    from seglab.training.train import TimeBudget
+    from seglab.training.train import TimeBudget, averaging
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     definition = DatasetDefinition.from_config(cfg.data)
@@ -188,6 +188,7 @@ def train_instance(
     ]
     if cfg.train.max_minutes:
         cbs.append(TimeBudget(cfg.train.max_minutes))
+    cbs += averaging(cfg)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

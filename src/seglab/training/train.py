@@ -11,7 +11,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+)
 
 from seglab.config import Config, config_to_dict, load_config
 from seglab.data.dataset import DatasetDefinition, class_weights_from
@@ -104,6 +109,13 @@ class TimeBudget(Callback):
         if elapsed + elapsed / self.epochs > self.budget:
             log.info("time budget: stopping after %.1f min", elapsed / 60)
             trainer.should_stop = True
+
+
+def averaging(cfg: Config) -> list[Callback]:
+    """``train.ema_decay``: Lightning's EMA callback. It validates with the averaged weights
+    and saves them as the checkpoint's ``state_dict`` (the raw weights stay in the checkpoint
+    for ``--resume``), so evaluate, predict and export use the average without knowing."""
+    return [EMAWeightAveraging(decay=cfg.train.ema_decay)] if cfg.train.ema_decay else []
 
 
 def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.Trainer:
@@ -232,6 +244,7 @@ def train(
         )
     if cfg.train.max_minutes:
         callbacks.append(TimeBudget(cfg.train.max_minutes))
+    callbacks += averaging(cfg)
     trainer = _trainer(cfg, run_dir, precision, callbacks + list(extra))
     t0 = time.monotonic()
     try:
