@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 from conftest import run_cli, tiny_config, write_config
-
 from lightning.pytorch.callbacks import Callback
 
 from seglab.config import config_from_dict
@@ -214,7 +213,10 @@ def test_ema_is_validated_saved_and_resumed(tmp_path, synth_root):
     for w in seen[1:]:
         avg = {k: decay * avg[k] + (1 - decay) * w[k] for k in avg}
     for name in ("net.encoder.conv1.weight", "net.segmentation_head.0.weight"):
-        saved, raw = ckpt["state_dict"][f"model.{name}"], ckpt["current_model_state"][f"model.{name}"]
+        saved, raw = (
+            ckpt["state_dict"][f"model.{name}"],
+            ckpt["current_model_state"][f"model.{name}"],
+        )
         torch.testing.assert_close(saved, avg[name], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(raw, seen[-1][name])
         assert not torch.allclose(saved, raw)
@@ -230,11 +232,13 @@ def test_ema_is_validated_saved_and_resumed(tmp_path, synth_root):
     for w in seen:
         avg = {k: decay * avg[k] + (1 - decay) * w[k] for k in avg}
     name = "net.encoder.conv1.weight"
-    torch.testing.assert_close(resumed["state_dict"][f"model.{name}"], avg[name], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        resumed["state_dict"][f"model.{name}"], avg[name], rtol=1e-4, atol=1e-6
+    )
 
 
 def test_legacy_scheduler_name_loads_as_what_it_ran():
     # runs saved before the fix record the old default "onecycle", which trained with poly
-    assert config_from_dict({"name": "x", "data": {"format": "camvid", "root": "."}}).train.scheduler == "cosine"
-    old = config_from_dict({"name": "x", "data": {"format": "camvid", "root": "."}, "train": {"scheduler": "onecycle"}})
-    assert old.train.scheduler == "poly"
+    base = {"name": "x", "data": {"format": "camvid", "root": "."}}
+    assert config_from_dict(base).train.scheduler == "cosine"
+    assert config_from_dict({**base, "train": {"scheduler": "onecycle"}}).train.scheduler == "poly"
