@@ -155,9 +155,46 @@ def test_tta_of_a_flip_equivariant_backend_is_exact():
     """With logits = input channels, flips and scale 1 views give the same probabilities."""
     image = np.random.default_rng(2).integers(0, 255, (40, 52, 3), dtype=np.uint8)
     meta = {"classes": ["a", "b", "c"], "in_channels": 3}
-    p = Predictor(ChannelArgmax(), meta, stride=1, tta="hflip,vflip")
+    for spec in ("hflip,vflip", "d4"):
+        p = Predictor(ChannelArgmax(), meta, stride=1, tta=spec)
+        x = p.to_tensor(image).float()
+        torch.testing.assert_close(p.logits(x).exp(), x.softmax(1), atol=1e-5, rtol=1e-5)
+
+
+class ColumnRamp:
+    """A fake backend that is not rotation- or flip-equivariant: it adds 0.1 per column to
+    the first class's logit, so each view's scores differ and only the right inverse
+    transform puts them back in place."""
+
+    name, precision = "fake", "fp32"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        out[:, 0] += 0.1 * torch.arange(x.shape[-1], dtype=x.dtype)
+        return out
+
+
+@pytest.mark.parametrize("hw", [(6, 9), (8, 8)])
+def test_d4_tta_averages_the_eight_symmetries_mapped_back(hw):
+    image = np.random.default_rng(3).integers(0, 40, (*hw, 3), dtype=np.uint8)
+    meta = {"classes": ["a", "b", "c"], "in_channels": 3}
+    p = Predictor(ColumnRamp(), meta, stride=1, tta="d4")
     x = p.to_tensor(image).float()
-    torch.testing.assert_close(p.logits(x).exp(), (x / 1.0).softmax(1), atol=1e-5, rtol=1e-5)
+    got = p.logits(x).exp()[0].numpy()
+    # the same average written with numpy: transform, run, undo, softmax, mean
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            v = x[0].numpy()[:, :, ::-1] if flip else x[0].numpy()
+            v = np.rot90(v, k, axes=(1, 2))
+            out = ColumnRamp()(torch.from_numpy(v.copy())[None])[0].numpy()
+            out = np.rot90(out, -k, axes=(1, 2))
+            views.append((out[:, :, ::-1] if flip else out).copy())
+    want = torch.from_numpy(np.stack(views)).softmax(1).mean(0).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert p.predict(image).shape == hw
+    # and it is not the plain prediction: the ramp was averaged over the symmetries
+    assert not np.allclose(got, torch.from_numpy(x[0].numpy()).softmax(0).numpy(), atol=1e-3)
 
 
 def test_bad_tta_names_the_item():

@@ -149,7 +149,8 @@ def evaluate(
         str, typer.Option(help="torch (reference, as in validation), openvino or auto")
     ] = "torch",
     tta: Annotated[
-        str | None, typer.Option(help="test-time augmentation, e.g. hflip,vflip,0.75,1.25")
+        str | None,
+        typer.Option(help="test-time augmentation: hflip, vflip, d4, scales; e.g. hflip,0.75,1.25"),
     ] = None,
     predictions: Annotated[
         Path | None,
@@ -201,7 +202,8 @@ def predict(
         typer.Option(help="auto (OpenVINO when installed), torch, openvino, onnxruntime"),
     ] = None,
     tta: Annotated[
-        str | None, typer.Option(help="test-time augmentation, e.g. hflip,vflip,0.75,1.25")
+        str | None,
+        typer.Option(help="test-time augmentation: hflip, vflip, d4, scales; e.g. hflip,0.75,1.25"),
     ] = None,
     tile: Annotated[int | None, typer.Option(help="tile side for large images")] = None,
     max_pixels: Annotated[

@@ -145,7 +145,7 @@ class InferenceConfig(_Strict):
         "auto", description="predict's engine; auto = OpenVINO when installed, else torch"
     )
     tta: list[str] = Field(
-        default_factory=list, description="test-time augmentation: hflip, vflip, scales (0.75)"
+        default_factory=list, description="test-time augmentation: hflip, vflip, d4, scales (0.75)"
     )
     max_pixels: int = Field(
         4096 * 4096, ge=1024, description="larger (scaled) images are predicted in tiles"

@@ -34,7 +34,17 @@ from seglab.models.registry import SegModel, build_model
 
 __all__ = ["Predictor", "load_checkpoint", "resolve_precision"]
 
-FLIPS = ("hflip", "vflip")
+FLIPS = ("hflip", "vflip", "d4")
+# d4: the 8 symmetries of the square (4 rotations by 90 degrees, each with and without a
+# horizontal flip), for images without an up or a left (microscopy, EM, satellite tiles)
+
+
+def _views(flips: Sequence[str]) -> list[tuple[int, bool]]:
+    """TTA views as (quarter turns, horizontal flip first); (0, False) is the image itself."""
+    if "d4" in flips:
+        return [(k, f) for k in range(4) for f in (False, True)]
+    named = {"hflip": (0, True), "vflip": (2, True)}  # vflip = hflip, then half a turn
+    return [(0, False), *[named[f] for f in flips]]
 
 
 def parse_tta(spec: str | Sequence[str] | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -49,8 +59,8 @@ def parse_tta(spec: str | Sequence[str] | None) -> tuple[tuple[str, ...], tuple[
             value = float(item)
         except ValueError:
             raise SeglabError(
-                f"unknown test-time augmentation {item!r}; use hflip, vflip or scales "
-                "like 0.75,1.25"
+                f"unknown test-time augmentation {item!r}; use hflip, vflip, d4 or "
+                "scales like 0.75,1.25"
             ) from None
         if not 0.1 <= value <= 4:
             raise SeglabError(f"TTA scale {value} is out of range; use 0.1 to 4")
@@ -161,14 +171,16 @@ class Predictor:
             if s != 1.0:
                 size = (max(1, round(h * s)), max(1, round(w * s)))
                 xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            for dims in [(), *[(3,) if f == "hflip" else (2,) for f in self.flips]]:
-                out = self._padded(xs.flip(dims) if dims else xs)
-                out = out.flip(dims) if dims else out
+            for turns, flip in _views(self.flips):
+                v = xs.flip(3) if flip else xs
+                out = self._padded(torch.rot90(v, turns, (2, 3)) if turns else v)
+                out = torch.rot90(out, -turns, (2, 3)) if turns else out
+                out = out.flip(3) if flip else out
                 if s != 1.0:
                     out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
                 p = out.softmax(1)
                 total = p if total is None else total + p
-        n = len(self.scales) * (1 + len(self.flips))
+        n = len(self.scales) * len(_views(self.flips))
         return (total / n).clamp_min(1e-8).log()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
