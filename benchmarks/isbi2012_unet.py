@@ -6,6 +6,9 @@ Pixel error = 1 - pixel accuracy over the six validation slices. Adapted Rand er
 scikit-image's ``adapted_rand_error`` on connected cell regions (4-connected components of
 the "cell" class; membrane pixels are label 0 and, as in the challenge, not scored in the
 ground truth), per slice, averaged. Writes benchmarks/results/isbi2012_unet.json.
+
+The scored model is the run's *last* checkpoint: slices 24-29 are the run's validation
+split too, so its best checkpoint would be chosen on the slices it is scored on.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from seglab.training.train import train
 
 
 def isbi_scores(run_dir, tta: str | None = None) -> dict:
-    """Pixel error and mean adapted Rand error of a run's best model on slices 24-29."""
-    metrics, _ = evaluate(run_dir, "val", tta=tta)
-    predictor = Predictor.open(run_dir, backend="torch", tta=tta)
+    """Pixel error and mean adapted Rand error of a run's last model on slices 24-29."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    metrics, _ = evaluate(last, "val", tta=tta)
+    predictor = Predictor.open(last, backend="torch", tta=tta)
     cfg = load_config(run_dir / "config.yaml")
     ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
     rand = []
@@ -91,6 +95,7 @@ def main() -> None:
             "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "train_minutes": round(train_min, 2),
             "tta": args.tta,
+            "checkpoint": "last",
             "epochs": summary["epochs"],
             "run_dir": str(run_dir),
             "config": cfg.model_dump(mode="json"),
