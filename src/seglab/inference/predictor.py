@@ -165,13 +165,14 @@ class Predictor:
         if not self.tta:
             return self._padded(x)
         h, w = x.shape[-2:]
+        views = _views(self.flips)
         total = None
         for s in self.scales:
             xs = x
             if s != 1.0:
                 size = (max(1, round(h * s)), max(1, round(w * s)))
                 xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            for turns, flip in _views(self.flips):
+            for turns, flip in views:
                 v = xs.flip(3) if flip else xs
                 out = self._padded(torch.rot90(v, turns, (2, 3)) if turns else v)
                 out = torch.rot90(out, -turns, (2, 3)) if turns else out
@@ -180,7 +181,7 @@ class Predictor:
                     out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
                 p = out.softmax(1)
                 total = p if total is None else total + p
-        n = len(self.scales) * len(_views(self.flips))
+        n = len(self.scales) * len(views)
         return (total / n).clamp_min(1e-8).log()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
