@@ -51,6 +51,7 @@ def main() -> None:
             f"train.max_steps={args.steps}",
             "train.max_minutes=null",
             "train.val_every=25",
+            "inference.scale=1",  # the setting transfer_isbi.json was measured with
             f"name=isbi2012-{round(100 * args.fraction)}pct-{variant}",
         ]
         if variant == "init_from":
