@@ -60,7 +60,7 @@ def test_set_overrides_are_typed_and_validated(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["camvid.yaml", "camvid-pspnet.yaml", "camvid-realtime.yaml", "isbi2012.yaml", "dsb2018.yaml"],
+    ["camvid.yaml", "camvid-fcn.yaml", "camvid-realtime.yaml", "isbi2012.yaml", "dsb2018.yaml"],
 )
 def test_shipped_configs_validate(name):
     from conftest import ROOT
