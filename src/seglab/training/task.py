@@ -192,9 +192,8 @@ class SegmentationTask(L.LightningModule):
                 groups, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True
             )
         else:
-            # fused: one kernel per step for all parameters. Intel AMX, U-Net-ResNet18, 256x256,
-            # batch 8, bf16 + channels_last, plain loop: 0.49 s/step instead of 0.53 s; in
-            # benchmarks/train_speed.py (Lightning) the gain was within run-to-run noise
+            # fused: one kernel per step for all parameters instead of a loop over them; in
+            # benchmarks/train_speed.py the gain is within run-to-run noise
             opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay, fused=True)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         budget = t.max_minutes * 60 if t.max_minutes else None
