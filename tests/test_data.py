@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_dataset
-from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
-from seglab.config import AugmentConfig, DataConfig, ElasticConfig
+from seglab.config import AugmentConfig, ColorJitterConfig, DataConfig, ElasticConfig
 from seglab.data.dataset import DatasetDefinition, SegDataset, class_weights_from
-from seglab.data.transforms import GridElastic, PairTransform
+from seglab.data.transforms import PairTransform, color_jitter, elastic_displacement
 
 
 def test_folder_layout_reads_split_lists(synth_root):
@@ -81,9 +82,9 @@ def test_augmentation_moves_image_and_mask_together(elastic):
     """A random affine (+ elastic warp) + flip + crop keeps every labelled pixel on its own
     image region."""
     rng = np.random.default_rng(0)
-    mask = np.kron(rng.integers(0, 4, (8, 8)), np.ones((16, 16), np.int64))  # 128x128 blocks
+    mask = np.kron(rng.integers(0, 4, (8, 8)), np.ones((16, 16), np.int64)).astype(np.uint8)
     palette = np.array([[10, 10, 10], [200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
-    image = torch.from_numpy(palette[mask].transpose(2, 0, 1).copy())
+    image = palette[mask]  # 128x128 blocks, H x W x 3
     cfg = AugmentConfig(
         scale=(0.7, 1.4),
         rotate=30,
@@ -96,45 +97,136 @@ def test_augmentation_moves_image_and_mask_together(elastic):
     t = PairTransform(cfg, ignore_index=255, in_channels=3)
     torch.manual_seed(0)
     for _ in range(10):
-        img, m = t(image, torch.from_numpy(mask))
-        assert img.shape == (3, 96, 112) and m.shape == (96, 112)
-        valid = m != 255
+        img, m = t(image, mask)
+        assert img.shape == (96, 112, 3) and m.shape == (96, 112) and m.dtype == np.uint8
+        valid = torch.from_numpy(m != 255)
         assert valid.float().mean() > 0.2
         # compare away from block borders, where a bilinear image blends two colours (two
         # resamplings with the elastic warp: 2 pixels)
         r = 2 if elastic else 1
-        mf = m[None, None].float()
+        mf = torch.from_numpy(m.astype(np.float32))[None, None]
         hi = torch.nn.functional.max_pool2d(mf, 2 * r + 1, stride=1, padding=r)[0, 0]
         lo = -torch.nn.functional.max_pool2d(-mf, 2 * r + 1, stride=1, padding=r)[0, 0]
         valid &= hi == lo
-        expected = torch.from_numpy(palette)[m[valid]].T.float()  # colour of the mask's class
-        got = img.permute(1, 2, 0)[valid].T.float()
-        agree = ((expected - got).abs().max(0).values < 40).float().mean()
+        mt = torch.from_numpy(m.astype(np.int64))
+        expected = torch.from_numpy(palette)[mt[valid]].float()  # colour of the mask's class
+        got = torch.from_numpy(np.ascontiguousarray(img))[valid].float()
+        agree = ((expected - got).abs().max(1).values < 40).float().mean()
         assert agree > 0.99
-        assert set(m.unique().tolist()) <= {0, 1, 2, 3, 255}
+        assert set(np.unique(m).tolist()) <= {0, 1, 2, 3, 255}
+
+
+def test_affine_follows_torchvision_geometry():
+    """Same angle, scale and shift as torchvision's affine: a rotated, scaled, shifted mask
+    agrees with torchvision's on almost every pixel (nearest interpolation both)."""
+    rng = np.random.default_rng(1)
+    mask = np.kron(rng.integers(0, 4, (6, 8)), np.ones((20, 20), np.int64)).astype(np.uint8)
+    cfg = AugmentConfig(scale=(0.7, 1.4), rotate=30, translate=0.2)
+    t = PairTransform(cfg, ignore_index=255, in_channels=1)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        _, ours = t(np.zeros((*mask.shape, 1), np.uint8), mask)
+        torch.manual_seed(seed)  # the same draws, in the order PairTransform makes them
+        angle = float(torch.empty(()).uniform_(-30, 30))
+        h, w = mask.shape
+        tx = round(float(torch.empty(()).uniform_(-0.2 * w, 0.2 * w)))
+        ty = round(float(torch.empty(()).uniform_(-0.2 * h, 0.2 * h)))
+        scale = float(torch.empty(()).uniform_(0.7, 1.4))
+        ref = TF.affine(
+            torch.from_numpy(mask)[None],
+            angle=angle,
+            translate=[tx, ty],
+            scale=scale,
+            shear=[0.0, 0.0],
+            interpolation=v2.InterpolationMode.NEAREST,
+            fill=255,
+        )[0].numpy()
+        assert (ours == ref).mean() > 0.97
+
+
+def test_color_jitter_equals_torchvision_ops():
+    """Our colour jitter on uint8 arrays = torchvision's adjust_brightness / contrast /
+    saturation / hue for the same draws and order, up to rounding (the reference runs on
+    floats: on uint8 torchvision truncates after every op)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cfg = ColorJitterConfig(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    ranges = [(0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1)]
+    for seed in range(8):
+        torch.manual_seed(seed)
+        ours = color_jitter(image, cfg).astype(int)
+        torch.manual_seed(seed)
+        x = torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255
+        for op in torch.randperm(4).tolist():
+            x = ops[op](x, float(torch.empty(()).uniform_(*ranges[op])))
+        ref = (x * 255).round().numpy().transpose(1, 2, 0).astype(int)
+        diff = np.abs(ours - ref)
+        assert diff.mean() < 0.1 and diff.max() <= 1, (seed, diff.mean(), diff.max())
 
 
 def test_elastic_warp_is_smooth_and_sized_by_sigma():
     """Displacements of about sigma pixels, smooth (a 3x3 lattice), and a real warp: a
     vertical stripe mask comes out bent, still with its own labels only."""
-    t = GridElastic(grid=3, sigma=8.0, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255})
+    t = PairTransform(AugmentConfig(elastic=ElasticConfig(p=1.0, grid=3, sigma=8.0)), 255, 1)
     torch.manual_seed(1)
     sds, bent = [], []
-    mask = torch.from_numpy(np.kron(np.arange(8) % 2, np.ones((128, 16), np.int64)))
+    mask = np.kron(np.arange(8) % 2, np.ones((128, 16), np.int64)).astype(np.uint8)
     for _ in range(20):
-        d = t.make_params([tv_tensors.Image(torch.zeros(1, 128, 128))])["displacement"][0]
-        px = d * 64  # normalized [-1, 1] -> pixels of a 128-pixel side
-        sds.append(float(px.std()))
-        # smooth: neighbouring pixels move almost together
-        assert (px[1:] - px[:-1]).abs().max() < 1.0 and (px[:, 1:] - px[:, :-1]).abs().max() < 1.0
-        out = t.transform(tv_tensors.Mask(mask), {"displacement": d[None]})
-        assert set(out.unique().tolist()) <= {0, 1, 255}
-        bent.append(float((out != mask).float().mean()))
+        dx, dy = elastic_displacement(128, 128, grid=3, sigma=8.0)
+        sds.append(float(np.std([dx, dy])))
+        for d in (dx, dy):  # smooth: neighbouring pixels move almost together
+            assert np.abs(np.diff(d, axis=0)).max() < 1.0 and np.abs(np.diff(d, axis=1)).max() < 1.0
+        _, out = t(np.zeros((128, 128, 1), np.uint8), mask)
+        assert set(np.unique(out).tolist()) <= {0, 1, 255}
+        bent.append(float((out != mask).mean()))
     assert 0.4 * 8 < np.median(sds) < 1.0 * 8
     assert np.median(bent) > 0.05  # stripes 16 px wide, shifted by several pixels
 
 
 def test_base_scale_trains_at_the_inference_size():
     t = PairTransform(AugmentConfig(), 255, 3, base_scale=0.5)
-    img, m = t(torch.zeros(3, 360, 480, dtype=torch.uint8), torch.ones(360, 480, dtype=torch.int64))
-    assert img.shape == (3, 180, 240) and m.shape == (180, 240) and m.unique().tolist() == [1]
+    img, m = t(np.zeros((360, 480, 3), np.uint8), np.ones((360, 480), np.uint8))
+    assert img.shape == (180, 240, 3) and m.shape == (180, 240) and np.unique(m).tolist() == [1]
+
+
+def test_crop_pads_small_images_and_keeps_channels():
+    """A crop larger than the image pads with 0 / the ignore index; 5-channel images go
+    through OpenCV's warps (at most 4 channels at a time) whole."""
+    cfg = AugmentConfig(rotate=10, crop=(64, 64), hflip=1.0)
+    t = PairTransform(cfg, ignore_index=255, in_channels=5)
+    image = np.full((40, 50, 5), 7, np.uint8)
+    image[..., 4] = 9
+    torch.manual_seed(0)
+    img, m = t(image, np.ones((40, 50), np.uint8))
+    assert img.shape == (64, 64, 5) and m.shape == (64, 64)
+    inside = m == 1
+    assert 0.3 < inside.mean() < 0.6 and (m[~inside] == 255).all()
+    assert (img[..., 4][inside] == 9).mean() > 0.99 and (img[..., 0][inside] == 7).mean() > 0.99
+
+
+def _child_opencv_threads(_):
+    import cv2
+
+    a = np.zeros((1500, 1500, 3), np.uint8)
+    cv2.resize(a, (700, 700), interpolation=cv2.INTER_AREA)  # hangs if the pool is broken
+    return cv2.getNumThreads()
+
+
+def test_forked_loader_processes_run_opencv_on_one_thread():
+    """The parent has used OpenCV's thread pool; a forked child must neither hang nor run
+    OpenCV on every core, and the parent keeps its own thread count."""
+    import multiprocessing
+
+    import cv2
+
+    from seglab.data.module import single_thread_opencv_in_forked_children
+
+    cv2.setNumThreads(2)
+    a = np.zeros((1500, 1500, 3), np.uint8)
+    cv2.resize(a, (700, 700), interpolation=cv2.INTER_AREA)
+    single_thread_opencv_in_forked_children()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        threads = pool.map_async(_child_opencv_threads, [0]).get(timeout=60)
+    assert threads == [1]
+    assert cv2.getNumThreads() == 2

@@ -196,10 +196,10 @@ class SegDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         img, mask = self.load(i)
+        if self.transform is not None:
+            img, mask = self.transform(img, mask)
         image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         target = torch.from_numpy(mask.astype(np.int64)) if mask is not None else None
-        if self.transform is not None:
-            image, target = self.transform(image, target)
         return {"image": image, "mask": target, "index": i}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler
@@ -28,6 +29,26 @@ def auto_workers(setting: int | str) -> int:
     if setting != "auto":
         return int(setting)
     return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+_fork_hook: list[int] = []  # OpenCV's thread count across a fork; non-empty once registered
+
+
+def single_thread_opencv_in_forked_children() -> None:
+    """Loader processes run OpenCV on one thread, as the DataLoader runs torch there: they
+    share the cores with the training step. ``cv2.setNumThreads`` cannot be called in the
+    forked child itself: once the parent has used OpenCV's thread pool, the child hangs in
+    ``pthread_cond_destroy`` (seen with opencv 5.0, pthreads backend). So the parent drops to
+    one thread just before a fork and restores its count just after; the child keeps one."""
+    if _fork_hook:
+        return
+    _fork_hook.append(cv2.getNumThreads())
+
+    def before() -> None:
+        _fork_hook[0] = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+
+    os.register_at_fork(before=before, after_in_parent=lambda: cv2.setNumThreads(_fork_hook[0]))
 
 
 class SegDataModule(L.LightningDataModule):
@@ -85,6 +106,8 @@ class SegDataModule(L.LightningDataModule):
             else None
         )
         workers = auto_workers(self.cfg.train.num_workers)
+        if workers:
+            single_thread_opencv_in_forked_children()
         return DataLoader(
             self.train_set,
             batch_size=bs,
