@@ -94,6 +94,12 @@ def test_config_typo_names_key_and_file(tmp_path, synth_root):
     assert not (tmp_path / "runs").exists()
 
 
+def test_error_text_in_brackets_is_printed_not_read_as_markup(tmp_path):
+    (tmp_path / "images").mkdir()
+    proc = run_cli("classic", "otsu", tmp_path)  # a folder data set without classes
+    _assert_one_line_error(proc, "e.g. [background, cell]")
+
+
 def test_debug_shows_traceback(tmp_path, synth_root):
     cfg = tiny_config(synth_root)
     cfg["trian"] = {}

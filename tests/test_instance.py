@@ -330,10 +330,12 @@ def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     )
     raw["data"]["train_fraction"] = 0.4
     raw["train"]["val_every"] = 5  # no validation pass in training: evaluate scores val
+    raw["train"]["max_steps"] = 3  # of 10 in the epoch
     cfg = write_config(tmp_path / "coco.yaml", raw)
     r = run_cli("train", cfg, "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "inst"
+    assert (run / "metrics.csv").read_text().splitlines()[1].startswith("0,3,")
     summary = json.loads((run / "summary.json").read_text())
     val_json = COCO(str(root / "annotations" / "instances_val2017.json"))
     empty = [i for i in val_json.getImgIds() if not val_json.getAnnIds(imgIds=[i])]

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from seglab.errors import SeglabError, one_line
@@ -117,17 +118,23 @@ def train(
 
     Example: seglab train configs/camvid.yaml --set train.epochs=20 --seed 1
     """
-    from seglab.training.train import train_from_file
+    from seglab.config import load_config
 
     if config is None and resume is None:
         raise SeglabError("give a CONFIG.yaml to train, or --resume RUN_DIR")
+    if resume is not None and not resume.is_dir():
+        raise SeglabError(f"--resume {resume}: not a run directory")
     if config is None:
         config = resume / "config.yaml"
     overrides = list(set_ or [])
     for key, value in (("seed", seed), ("train.devices", devices), ("train.num_nodes", num_nodes)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    run_dir = train_from_file(config, overrides, runs_dir, resume)
+    cfg = load_config(config, overrides)  # a typo is reported before torch and Lightning load
+
+    from seglab.training.train import train as train_run
+
+    run_dir = train_run(cfg, runs_dir, resume)
     if (run_dir / "summary.json").is_file():
         console.print(f"[green]done[/green]: run directory {run_dir}")
 
@@ -858,7 +865,7 @@ def main(argv: list[str] | None = None) -> None:
     except SeglabError as err:
         if debug:
             raise
-        console.print(f"[red]error[/red]: {one_line(err)}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red]: {escape(one_line(err))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -866,7 +873,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         console.print(
-            f"[red]error[/red]: {type(err).__name__}: {one_line(err)} "
+            f"[red]error[/red]: {type(err).__name__}: {escape(one_line(err))} "
             "(rerun with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,

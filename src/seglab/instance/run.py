@@ -194,6 +194,7 @@ def train_instance(
         devices=1,
         precision="bf16-mixed" if precision == "bf16" else "32-true",
         max_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps or -1,
         check_val_every_n_epoch=cfg.train.val_every,
         num_sanity_val_steps=0,
         logger=False,

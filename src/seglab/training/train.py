@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
 )
 
-from seglab.config import Config, config_to_dict, load_config
+from seglab.config import Config, config_to_dict
 from seglab.data.dataset import DatasetDefinition, class_weights_from
 from seglab.data.module import SegDataModule
 from seglab.errors import SeglabError
@@ -275,16 +275,3 @@ def train(
         }
         write_json(run_dir / "summary.json", summary)
     return run_dir
-
-
-def train_from_file(
-    config: Path,
-    overrides: list[str] | None = None,
-    runs_dir: Path = Path("runs"),
-    resume: Path | None = None,
-) -> Path:
-    """CLI helper: load (or, on resume, reuse the run's) config and train."""
-    if resume is not None and not resume.is_dir():
-        raise SeglabError(f"--resume {resume}: not a run directory")
-    cfg = load_config(config, overrides)
-    return train(cfg, runs_dir, resume)
