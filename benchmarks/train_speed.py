@@ -17,7 +17,11 @@ Prints images/s of each (median over steps after warm-up) and the ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 
 from seglab.config import config_from_dict
 from seglab.data.synthetic import CLASSES, make_dataset
+from seglab.training.task import ChannelsLastUpsampleGrads
 from seglab.training.train import train
 
 BATCH, SIZE, WARMUP = 8, 256, 3
@@ -48,6 +53,8 @@ def plain_loop(
     bf16: bool = False,
     channels_last: bool = False,
     compile: bool = False,
+    bf16_weights: bool = False,
+    upsample_grads: bool = False,
 ) -> list[float]:
     """A hand-written training loop on in-memory batches; seconds per step after warm-up."""
     torch.manual_seed(0)
@@ -57,12 +64,15 @@ def plain_loop(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if bf16_weights:  # Lightning's "bf16-true": weights, activations and gradients in bf16
+        model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fwd = torch.compile(model) if compile else model
+    mode = ChannelsLastUpsampleGrads if upsample_grads else contextlib.nullcontext
     times = []
     for _ in range(steps + WARMUP):
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), mode():
             out = fwd(x)
         loss = torch.nn.functional.cross_entropy(out.float(), y)
         opt.zero_grad()
@@ -80,9 +90,19 @@ def breakdown(steps: int) -> list[dict]:
         ("fp32 + channels_last", (SIZE, SIZE), {"channels_last": True}),
         ("bf16 + channels_last", (SIZE, SIZE), {"bf16": True, "channels_last": True}),
         (
+            "bf16 + channels_last + upsample grads",
+            (SIZE, SIZE),
+            {"bf16": True, "channels_last": True, "upsample_grads": True},
+        ),
+        (
             "bf16 + channels_last + torch.compile",
             (SIZE, SIZE),
             {"bf16": True, "channels_last": True, "compile": True},
+        ),
+        (
+            "bf16 weights (no autocast) + channels_last",
+            (SIZE, SIZE),
+            {"bf16_weights": True, "channels_last": True},
         ),
         ("bf16 + channels_last", (352, 480), {"bf16": True, "channels_last": True}),
         ("bf16 + channels_last", (176, 240), {"bf16": True, "channels_last": True}),
@@ -99,6 +119,31 @@ def breakdown(steps: int) -> list[dict]:
         )
         print(f"  {name:38s} {size[0]}x{size[1]}: {t:6.3f} s/step {BATCH / t:6.2f} images/s")
     return rows
+
+
+def conv_kernels() -> dict[str, int]:
+    """oneDNN's own account of the bf16 + channels_last step: convolution executions per
+    kernel implementation and direction (ONEDNN_VERBOSE=1, the second of two steps, in a
+    child process). Only the counts: the verbose output's per-call times vary by 2x between
+    runs, as the printing itself costs time."""
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    code = "import train_speed as t; t.WARMUP = 0; t.plain_loop(2, 11, bf16=True, channels_last=1)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    convs = [ln.split(",") for ln in out.splitlines() if ln.startswith("onednn_verbose,")]
+    convs = [f for f in convs if "exec" in f and "convolution" in f]
+    kernels: dict[str, int] = {}
+    for f in convs[len(convs) // 2 :]:  # both steps run the same convolutions: the warm one
+        i = f.index("convolution")
+        key = f"{f[i + 1]} {f[i + 2]}"
+        kernels[key] = kernels.get(key, 0) + 1
+    return kernels
 
 
 class StepTimer(Callback):
@@ -166,7 +211,12 @@ def main() -> None:
     )
     if args.breakdown:
         print("breakdown (plain loop, batch 8, median s/step):")
-        save("train_speed_breakdown", {"rows": breakdown(max(4, args.steps // 3))})
+        rows = breakdown(max(4, args.steps // 3))
+        kernels = conv_kernels()
+        print("convolution kernels of the bf16 + channels_last step (oneDNN verbose):")
+        for k, n in sorted(kernels.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:70s} {n:4d}")
+        save("train_speed_breakdown", {"rows": rows, "bf16_conv_kernels": kernels})
 
 
 if __name__ == "__main__":
