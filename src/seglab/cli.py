@@ -92,6 +92,12 @@ def print_instance_metrics(metrics: dict, title: str) -> None:
         out_console.print(f"bad annotations handled: {bad}")
 
 
+def _must_exist(path: Path, what: str) -> None:
+    """Answer a mistyped path at once, before torch and the models load."""
+    if not path.exists():
+        raise SeglabError(f"{path} does not exist; give {what}")
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/)")] = None,
@@ -177,6 +183,7 @@ def evaluate(
     Example: seglab evaluate runs/camvid-unet --split test --tta hflip
     Example: seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
     """
+    _must_exist(run, "a run directory, a .ckpt file or, with --predictions, a data set")
     if predictions is not None:
         from seglab.data.dataset import load_definition
         from seglab.evaluation.evaluate import evaluate_predictions
@@ -225,6 +232,7 @@ def predict(
 
     Example: seglab predict runs/camvid-unet photos/ street.png --out predictions/
     """
+    _must_exist(run, "a run directory, a .ckpt file or an exported model folder")
     from rich.progress import track
 
     from seglab.inference.predict import predict as run_predict
