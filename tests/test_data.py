@@ -184,10 +184,26 @@ def test_elastic_warp_is_smooth_and_sized_by_sigma():
     assert np.median(bent) > 0.05  # stripes 16 px wide, shifted by several pixels
 
 
-def test_base_scale_trains_at_the_inference_size():
-    t = PairTransform(AugmentConfig(), 255, 3, base_scale=0.5)
-    img, m = t(np.zeros((360, 480, 3), np.uint8), np.ones((360, 480), np.uint8))
-    assert img.shape == (180, 240, 3) and m.shape == (180, 240) and np.unique(m).tolist() == [1]
+@pytest.mark.parametrize("scale", [0.5, 0.75])
+def test_base_scale_trains_on_the_pixels_inference_sees(scale, monkeypatch):
+    """The network trains at the inference size, on the Predictor's resampling of the image
+    (OpenCV's INTER_AREA, a sharper filter, would make training and test pixels differ)."""
+    from seglab.inference.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    img, m = PairTransform(AugmentConfig(), 255, 3, base_scale=scale)(
+        image, np.ones((360, 480), np.uint8)
+    )
+    seen = []  # what the Predictor hands the network
+    monkeypatch.setattr(Predictor, "_scores", lambda self, x: seen.append(x) or x[:, :1])
+    p = Predictor.__new__(Predictor)
+    p.scale = scale
+    p.logits(torch.from_numpy(image).permute(2, 0, 1)[None])
+    expected = seen[0][0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    assert img.shape == expected.shape == (round(360 * scale), round(480 * scale), 3)
+    assert np.array_equal(img, expected)
+    assert m.shape == img.shape[:2] and np.unique(m).tolist() == [1]
 
 
 def test_crop_pads_small_images_and_keeps_channels():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from seglab.config import AugmentConfig, ColorJitterConfig
 
@@ -79,6 +80,16 @@ def color_jitter(image: np.ndarray, cfg: ColorJitterConfig) -> np.ndarray:
     return (x + 0.5).astype(np.uint8)
 
 
+def scale_input(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``B x C x H x W`` float pixels to the network's input scale (``inference.scale``),
+    antialiased bilinear: what the Predictor feeds the network and training resizes with."""
+    if scale == 1.0:
+        return x
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 class PairTransform:
     """Callable ``(image uint8 H x W x C, mask H x W or None) -> (image, mask)``, numpy in and
     out; the mask keeps its dtype."""
@@ -98,15 +109,15 @@ class PairTransform:
         return image, None if mask is None else mask_fn(mask)
 
     def _resize(self, image, mask):
-        h, w = image.shape[:2]
-        size = (max(1, round(w * self.base_scale)), max(1, round(h * self.base_scale)))
-        interp = cv2.INTER_AREA if self.base_scale < 1 else cv2.INTER_LINEAR
-        return self._warp(
-            image,
-            mask,
-            lambda a: cv2.resize(a, size, interpolation=interp),
-            lambda m: cv2.resize(m, size, interpolation=cv2.INTER_NEAREST),
-        )
+        """To the inference scale with the Predictor's own filter (antialiased bilinear, in
+        torch), so the network trains on the pixels it will see: OpenCV's INTER_AREA is a
+        sharper box filter."""
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        t = scale_input(t, self.base_scale)
+        image = t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+        if mask is not None:
+            mask = cv2.resize(mask, (t.shape[-1], t.shape[-2]), interpolation=cv2.INTER_NEAREST)
+        return image, mask
 
     def _affine(self, image, mask):
         """torchvision's RandomAffine: angle, scale and shift (whole pixels) drawn uniformly,

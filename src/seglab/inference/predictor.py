@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from seglab.data.io import adapt_channels, read_image
+from seglab.data.transforms import scale_input
 from seglab.errors import SeglabError
 from seglab.inference.backends import (
     OnnxRuntimeBackend,
@@ -188,11 +189,7 @@ class Predictor:
         """``B x C x H x W`` pixels (0..255, any H, W) -> float32 logits ``B x K x H x W``
         (log-probabilities when TTA is on)."""
         h, w = images.shape[-2:]
-        x = images.float()
-        if self.scale != 1.0:
-            size = (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out = self._scores(x)
+        out = self._scores(scale_input(images.float(), self.scale))
         if out.shape[-2:] != (h, w):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out
