@@ -49,10 +49,10 @@ class ChannelsLastUpsampleGrads(TorchFunctionMode):
     A U-Net decoder upsamples and then concatenates with the skip connection, so the
     gradient that reaches the upsampling is a channel slice of the concatenation's gradient.
     PyTorch's CPU ``upsample_nearest2d_backward`` (2.14) turns such a strided tensor into
-    NCHW with a slow transposing copy: 28 ms of a 0.5 s U-Net-ResNet18 step at 256x256, batch
-    8, for one 8x64x128x128 gradient. Copying it to channels_last first costs 1 ms and gives
-    bit-identical gradients; the step gets 6-9% faster (``benchmarks/train_speed.py
-    --breakdown``). Gradients that are already dense in either layout pass untouched."""
+    NCHW with a slow transposing copy. Copying it to channels_last first is cheap and gives
+    bit-identical gradients; a U-Net-ResNet18 step at 256x256, batch 8, gets 6% faster
+    (``benchmarks/train_speed.py --breakdown``). Gradients that are already dense in either
+    layout pass untouched."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
