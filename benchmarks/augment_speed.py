@@ -94,7 +94,7 @@ def main() -> None:
     paths = {
         "torchvision v2": TorchvisionPair(cfg.augment, d.ignore_index, cfg.inference.scale),
         "seglab (OpenCV)": seglab_path(
-            PairTransform(cfg.augment, d.ignore_index, d.in_channels, cfg.inference.scale)
+            PairTransform(cfg.augment, d.ignore_index, cfg.inference.scale)
         ),
     }
     times: dict[str, list[float]] = {k: [] for k in paths}

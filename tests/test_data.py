@@ -94,7 +94,7 @@ def test_augmentation_moves_image_and_mask_together(elastic):
         vflip=0.5,
         elastic=ElasticConfig(p=elastic, sigma=6),
     )
-    t = PairTransform(cfg, ignore_index=255, in_channels=3)
+    t = PairTransform(cfg, ignore_index=255)
     torch.manual_seed(0)
     for _ in range(10):
         img, m = t(image, mask)
@@ -122,7 +122,7 @@ def test_affine_follows_torchvision_geometry():
     rng = np.random.default_rng(1)
     mask = np.kron(rng.integers(0, 4, (6, 8)), np.ones((20, 20), np.int64)).astype(np.uint8)
     cfg = AugmentConfig(scale=(0.7, 1.4), rotate=30, translate=0.2)
-    t = PairTransform(cfg, ignore_index=255, in_channels=1)
+    t = PairTransform(cfg, ignore_index=255)
     for seed in range(5):
         torch.manual_seed(seed)
         _, ours = t(np.zeros((*mask.shape, 1), np.uint8), mask)
@@ -168,7 +168,7 @@ def test_color_jitter_equals_torchvision_ops():
 def test_elastic_warp_is_smooth_and_sized_by_sigma():
     """Displacements of about sigma pixels, smooth (a 3x3 lattice), and a real warp: a
     vertical stripe mask comes out bent, still with its own labels only."""
-    t = PairTransform(AugmentConfig(elastic=ElasticConfig(p=1.0, grid=3, sigma=8.0)), 255, 1)
+    t = PairTransform(AugmentConfig(elastic=ElasticConfig(p=1.0, grid=3, sigma=8.0)), 255)
     torch.manual_seed(1)
     sds, bent = [], []
     mask = np.kron(np.arange(8) % 2, np.ones((128, 16), np.int64)).astype(np.uint8)
@@ -192,7 +192,7 @@ def test_base_scale_trains_on_the_pixels_inference_sees(scale, monkeypatch):
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
-    img, m = PairTransform(AugmentConfig(), 255, 3, base_scale=scale)(
+    img, m = PairTransform(AugmentConfig(), 255, base_scale=scale)(
         image, np.ones((360, 480), np.uint8)
     )
     seen = []  # what the Predictor hands the network
@@ -210,7 +210,7 @@ def test_crop_pads_small_images_and_keeps_channels():
     """A crop larger than the image pads with 0 / the ignore index; 5-channel images go
     through OpenCV's warps (at most 4 channels at a time) whole."""
     cfg = AugmentConfig(rotate=10, crop=(64, 64), hflip=1.0)
-    t = PairTransform(cfg, ignore_index=255, in_channels=5)
+    t = PairTransform(cfg, ignore_index=255)
     image = np.full((40, 50, 5), 7, np.uint8)
     image[..., 4] = 9
     torch.manual_seed(0)

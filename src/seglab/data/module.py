@@ -31,7 +31,7 @@ def auto_workers(setting: int | str) -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
-_fork_hook: list[int] = []  # OpenCV's thread count across a fork; non-empty once registered
+_fork_hook_registered = False
 
 
 def single_thread_opencv_in_forked_children() -> None:
@@ -40,15 +40,17 @@ def single_thread_opencv_in_forked_children() -> None:
     forked child itself: once the parent has used OpenCV's thread pool, the child hangs in
     ``pthread_cond_destroy`` (seen with opencv 5.0, pthreads backend). So the parent drops to
     one thread just before a fork and restores its count just after; the child keeps one."""
-    if _fork_hook:
+    global _fork_hook_registered
+    if _fork_hook_registered:
         return
-    _fork_hook.append(cv2.getNumThreads())
+    _fork_hook_registered = True
+    saved = [1]  # the parent's thread count across one fork
 
     def before() -> None:
-        _fork_hook[0] = cv2.getNumThreads()
+        saved[0] = cv2.getNumThreads()
         cv2.setNumThreads(1)
 
-    os.register_at_fork(before=before, after_in_parent=lambda: cv2.setNumThreads(_fork_hook[0]))
+    os.register_at_fork(before=before, after_in_parent=lambda: cv2.setNumThreads(saved[0]))
 
 
 class SegDataModule(L.LightningDataModule):
@@ -67,7 +69,6 @@ class SegDataModule(L.LightningDataModule):
             t = PairTransform(
                 cfg.augment,
                 definition.ignore_index,
-                definition.in_channels,
                 base_scale=cfg.inference.scale,
             )
             self.train_set = SegDataset(

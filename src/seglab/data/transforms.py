@@ -5,7 +5,7 @@ areas outside the image filled with the ignore index); colour jitter touches the
 The random draws follow torchvision's ``RandomAffine``, ``RandomCrop``, ``RandomXFlip`` and
 ``ColorJitter``, and come from torch's generator, which the DataLoader seeds per worker (so
 ``--seed`` repeats a run). The work is OpenCV's on H x W x C uint8 arrays: the same
-augmentation through torchvision.transforms.v2 on tensors cost several times more CPU per
+augmentation through torchvision.transforms.v2 on tensors cost about 1.7x the CPU per
 CamVid sample (``benchmarks/augment_speed.py``), CPU that the loader process takes from the
 training step on a small machine.
 """
@@ -50,7 +50,7 @@ def elastic_displacement(height: int, width: int, grid: int, sigma: float) -> np
     bicubically to every pixel, so the warp is smooth at the scale of the image rather than
     of a few pixels. Returns 2 x H x W (dx, dy) in pixels."""
     d = torch.randn(1, 2, grid, grid) * sigma
-    d = torch.nn.functional.interpolate(d, size=(height, width), mode="bicubic", align_corners=True)
+    d = F.interpolate(d, size=(height, width), mode="bicubic", align_corners=True)
     return d[0].numpy()
 
 
@@ -94,9 +94,7 @@ class PairTransform:
     """Callable ``(image uint8 H x W x C, mask H x W or None) -> (image, mask)``, numpy in and
     out; the mask keeps its dtype."""
 
-    def __init__(
-        self, cfg: AugmentConfig, ignore_index: int, in_channels: int, base_scale: float = 1.0
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig, ignore_index: int, base_scale: float = 1.0) -> None:
         self.cfg = cfg
         self.ignore_index = ignore_index
         self.base_scale = base_scale  # the inference input scale: train at the size we infer at
