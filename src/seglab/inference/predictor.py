@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -111,6 +110,123 @@ def tile_starts(size: int, tile: int, step: int) -> list[int]:
     return starts + [size - tile]
 
 
+def aa_bilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis, the weights of torch's antialiased bilinear resize from ``n_in`` to
+    ``n_out`` pixels (``scale_input``): output ``i`` is ``sum_k w[i, k] * x[lo[i] + k]``.
+
+    The formula of ATen's ``_compute_indices_min_size_weights_aa`` (UpSampleKernel.cpp);
+    ``test_scaled_rows_equal_scale_input`` holds it to ``F.interpolate``."""
+    ratio = n_in / n_out
+    support = max(ratio, 1.0)  # the triangle widens with the downscale factor
+    centre = ratio * (np.arange(n_out) + 0.5)
+    lo = np.maximum((centre - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum((centre + support + 0.5).astype(np.int64), n_in)
+    k = np.arange(int((hi - lo).max()))
+    w = np.clip(1 - np.abs((lo[:, None] + k - centre[:, None] + 0.5) / support), 0, None)
+    w[lo[:, None] + k >= hi[:, None]] = 0
+    return lo, (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+class ScaledRows:
+    """Rows of the image the network sees whole, on demand: ``scale_input(image, scale)``,
+    padded at the bottom and right to a multiple of ``stride`` as ``run_padded`` pads it.
+
+    For images too large to convert to float and resize at once (a 10000x10000 RGB image
+    is 1.2 GB in float32): tiles cut from these rows at multiples of the stride see the
+    pixels, and the downsampling grid, of the whole-image path."""
+
+    CHUNK = 128  # output rows resized at a time: bounds the float copy of the input
+
+    def __init__(self, image: np.ndarray, scale: float, stride: int = 1) -> None:
+        self.image = image  # H x W x C uint8
+        h, w = image.shape[:2]
+        self.scale = scale
+        if scale != 1:
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+            self.lo, self.w = aa_bilinear_weights(image.shape[0], h)
+        self.size = (h, w)
+        self.padded = (h + (-h) % stride, w + (-w) % stride)
+        # run_padded's pad: reflect, or replicate when a pad exceeds the image
+        self.reflect = (-h) % stride < h and (-w) % stride < w
+
+    def rows(self, y0: int, y1: int) -> torch.Tensor:
+        """Padded network-scale rows ``[y0, y1)``: float32 ``C x (y1 - y0) x W_padded``."""
+        (h, w), (_, wp) = self.size, self.padded
+        idx = np.arange(y0, y1)
+        if y1 > h:
+            idx = np.where(idx < h, idx, 2 * (h - 1) - idx if self.reflect else h - 1)
+        a, b = int(idx.min()), int(idx.max()) + 1
+        if self.scale == 1:
+            out = torch.from_numpy(self.image[a:b]).permute(2, 0, 1).float()
+        else:
+            out = torch.cat(
+                [self._scaled(r, min(r + self.CHUNK, b)) for r in range(a, b, self.CHUNK)], 1
+            )
+        if y1 > h:
+            out = out[:, torch.from_numpy(idx - a)]
+        if wp > w:
+            out = F.pad(out, (0, wp - w), mode="reflect" if self.reflect else "replicate")
+        return out
+
+    def _scaled(self, y0: int, y1: int) -> torch.Tensor:
+        lo, w = self.lo[y0:y1], self.w[y0:y1]
+        a, b = int(lo[0]), int(min(lo[-1] + w.shape[1], self.image.shape[0]))
+        src = torch.from_numpy(self.image[a:b]).permute(2, 0, 1)[None].float()
+        src = F.interpolate(  # horizontal only: the row count stays, so rows pass unchanged
+            src, size=(b - a, self.size[1]), mode="bilinear", align_corners=False, antialias=True
+        )[0]
+        out = torch.zeros(src.shape[0], y1 - y0, self.size[1])
+        for k in range(w.shape[1]):  # vertical: a few weighted rows per output row
+            idx = torch.from_numpy(np.minimum(lo - a + k, b - a - 1))
+            out += torch.from_numpy(w[:, k])[None, :, None] * src[:, idx]
+        return out
+
+
+class UpsampledArgmax:
+    """The input-size mask from network-scale scores that arrive a band of rows at a time:
+    scores resized bilinearly to the input size, as :meth:`Predictor.logits` does for a
+    whole image, then argmax, ``CHUNK`` rows at a time, so the input-size scores never
+    exist in full."""
+
+    CHUNK = 64
+
+    def __init__(self, size: tuple[int, int], out_size: tuple[int, int]) -> None:
+        (h, w), (self.h0, self.w0) = size, out_size
+        self.same = (h, w) == out_size
+        self.mask = np.empty(out_size, dtype=np.uint8)
+        # torch's bilinear, align_corners=False: source row, clamped at 0, and its neighbour
+        src = np.maximum((np.arange(self.h0) + 0.5) * (h / self.h0) - 0.5, 0)
+        self.i0 = src.astype(np.int64)
+        self.i1 = np.minimum(self.i0 + 1, h - 1)
+        self.frac = torch.from_numpy((src - self.i0).astype(np.float32))[None, :, None]
+        self.kept = torch.zeros(0, 0, w)  # scores of network rows [first, first + n)
+        self.first = 0
+        self.done = 0  # mask rows written
+
+    def add(self, scores: torch.Tensor) -> None:
+        """The next network rows' scores, ``K x n x W``."""
+        if self.same:
+            n = scores.shape[1]
+            self.mask[self.done : self.done + n] = class_argmax(scores).to(torch.uint8).numpy()
+            self.done += n
+            return
+        kept = torch.cat([self.kept, scores], 1) if self.kept.numel() else scores
+        end = int(np.searchsorted(self.i1, self.first + kept.shape[1]))  # rows now complete
+        for r0 in range(self.done, end, self.CHUNK):
+            r1 = min(r0 + self.CHUNK, end)
+            top = kept[:, torch.from_numpy(self.i0[r0:r1] - self.first)]
+            bottom = kept[:, torch.from_numpy(self.i1[r0:r1] - self.first)]
+            rows = torch.lerp(top, bottom, self.frac[:, r0:r1])
+            rows = F.interpolate(
+                rows[None], size=(r1 - r0, self.w0), mode="bilinear", align_corners=False
+            )[0]
+            self.mask[r0:r1] = class_argmax(rows).to(torch.uint8).numpy()
+        self.done = max(self.done, end)
+        if self.done < self.h0:  # keep the rows later mask rows still read
+            drop = int(self.i0[self.done]) - self.first
+            self.kept, self.first = kept[:, drop:], self.first + drop
+
+
 class Predictor:
     """Turns images into logits and masks with one backend and one input policy."""
 
@@ -198,48 +314,49 @@ class Predictor:
     def predict_tiled(self, image: np.ndarray) -> np.ndarray:
         """``H x W x C`` uint8 -> ``H x W`` uint8 mask by overlapping tiles.
 
-        Tile logits are weighted by a Gaussian and summed; a row of tiles is finished (argmax)
-        as soon as no later tile covers it, so memory is one band of ``tile`` rows times the
-        image width times the class count, not the whole logit volume."""
+        Tiles are cut from the image at the network's scale (``ScaledRows``: the whole-image
+        path's resize, a band at a time). Tile logits are weighted by a Gaussian and summed; a
+        row of tiles is finished as soon as no later tile covers it and goes to
+        ``UpsampledArgmax`` (resize to the input size, argmax), so memory is one band of
+        ``tile`` rows times the image width times the class count, not the whole logit
+        volume."""
         h0, w0 = image.shape[:2]
-        if self.scale != 1.0:
-            size = (max(1, round(w0 * self.scale)), max(1, round(h0 * self.scale)))
-            interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-            image = cv2.resize(image, size, interpolation=interp)
-            if image.ndim == 2:
-                image = image[:, :, None]
-        h, w = image.shape[:2]
-        th, tw = min(self.tile, h), min(self.tile, w)
-        step_h = max(1, round(th * (1 - self.overlap)))
-        step_w = max(1, round(tw * (1 - self.overlap)))
-        ys, xs = tile_starts(h, th, step_h), tile_starts(w, tw, step_w)
+        source = ScaledRows(image, self.scale, self.stride)
+        (h, w), (hp, wp) = source.size, source.padded
+        out = UpsampledArgmax((h, w), (h0, w0))
+        # tiles and their steps are multiples of the stride, and so is the padded image:
+        # every tile sits on the whole image's downsampling grid
+        th, tw = min(self.tile, hp), min(self.tile, wp)
+        step_h = max(self.stride, round(th * (1 - self.overlap) / self.stride) * self.stride)
+        step_w = max(self.stride, round(tw * (1 - self.overlap) / self.stride) * self.stride)
+        ys, xs = tile_starts(hp, th, step_h), tile_starts(wp, tw, step_w)
         weight = gaussian_weight(th, tw)
         # tiles per forward pass: batch_size, but no more than TILE_BATCH_PIXELS (the
         # network's activations grow with the batch, and batching buys little on a CPU)
         per_batch = max(1, min(self.batch_size, TILE_BATCH_PIXELS // (th * tw)))
         k = self.num_classes
-        mask = np.empty((h, w), dtype=np.uint8)
-        band = torch.zeros(k, th, w)  # accumulated scores for rows [y0, y0 + th)
+        # rows [y0, y0 + th): Gaussian-weighted scores and, last, the weights' sum; finished
+        # rows are normalised, so their resize to the input size mixes scores, not weights
+        band = torch.zeros(k + 1, th, wp)
         y0 = 0
         for yi, y in enumerate(ys):
             if y > y0:  # rows [y0, y) are complete: finish them, shift the band
-                mask[y0:y] = class_argmax(band[:, : y - y0]).to(torch.uint8).numpy()
+                out.add(band[:k, : y - y0, :w] / band[k, : y - y0, :w])
                 kept = band[:, y - y0 :].clone()
                 band.zero_()
                 band[:, : kept.shape[1]] = kept
                 y0 = y
+            rows = source.rows(y, y + th)
             for i in range(0, len(xs), per_batch):
                 cols = xs[i : i + per_batch]
-                tiles = np.stack([image[y : y + th, x : x + tw] for x in cols])
-                batch = torch.from_numpy(tiles).permute(0, 3, 1, 2).float()
+                batch = torch.stack([rows[:, :, x : x + tw] for x in cols])
                 scores = self._scores(batch) * weight
                 for j, x in enumerate(cols):
-                    band[:, :, x : x + tw] += scores[j]
+                    band[:k, :, x : x + tw] += scores[j]
+                    band[k, :, x : x + tw] += weight
             if yi == len(ys) - 1:
-                mask[y0:h] = class_argmax(band[:, : h - y0]).to(torch.uint8).numpy()
-        if (h, w) != (h0, w0):
-            mask = cv2.resize(mask, (w0, h0), interpolation=cv2.INTER_NEAREST)
-        return mask
+                out.add(band[:k, : h - y0, :w] / band[k, : h - y0, :w])
+        return out.mask
 
     # -- images -----------------------------------------------------------------------
     def to_tensor(self, image: np.ndarray, path: str | Path = "<image>") -> torch.Tensor:
