@@ -52,7 +52,8 @@ class ChannelsLastUpsampleGrads(TorchFunctionMode):
     NCHW with a slow transposing copy. Copying it to channels_last first is cheap and gives
     bit-identical gradients; a U-Net-ResNet18 step at 256x256, batch 8, gets 6% faster
     (``benchmarks/train_speed.py --breakdown``). Gradients that are already dense in either
-    layout pass untouched."""
+    layout pass untouched. Upstream, pytorch/pytorch#34812 (open) is the nearest report: the
+    upsampling backward kernels do not follow channels_last."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
