@@ -1,11 +1,12 @@
 """Peak memory and run time of tiled inference on a 10000 x 10000 image.
 
-    .venv/bin/python benchmarks/tiled_memory.py [--run benchmarks/work/camvid-unet-run1]
-        [--size 10000] [--backend auto]
+    .venv/bin/python benchmarks/tiled_memory.py [--run benchmarks/work/camvid-unet]
+        [--size 10000] [--backend auto] [--repeats 3]
 
 The image is a mosaic of CamVid test photos resized to SIZE x SIZE (street content, so the
 model does real work). Prediction runs in a fresh process that reports its peak resident
-memory (ru_maxrss) after loading the model and image, and after predicting; the whole
+memory (ru_maxrss) after loading the model and image, and after predicting (the time is
+the median of ``--repeats`` predictions); the whole
 float32 logit volume, which tiling avoids, is printed for comparison.
 Writes benchmarks/results/tiled_memory.json.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +27,7 @@ import numpy as np
 from _common import ROOT, SHARED, save
 
 
-def child(run: str, size: int, backend: str) -> None:
+def child(run: str, size: int, backend: str, repeats: int) -> None:
     from seglab.inference.predictor import Predictor
 
     photos = sorted((SHARED / "camvid" / "test").glob("*.png"))[:16]
@@ -36,9 +38,12 @@ def child(run: str, size: int, backend: str) -> None:
     predictor = Predictor.open(run, backend=backend)
     predictor.predict(image[:360, :480])  # warm-up: model compiled, weights resident
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t = time.perf_counter()
-    mask = predictor.predict(image)
-    seconds = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mask = predictor.predict(image)
+        times.append(time.perf_counter() - t)
+    seconds = statistics.median(times)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     k = predictor.num_classes
     net = round(size * predictor.scale)
@@ -53,6 +58,7 @@ def child(run: str, size: int, backend: str) -> None:
                 "overlap": predictor.overlap,
                 "backend": predictor.backend.name,
                 "seconds": round(seconds, 1),
+                "seconds_each": [round(x, 1) for x in times],
                 "peak_rss_mb_before_predict": round(rss_before),
                 "peak_rss_mb": round(rss_after),
                 "image_mb": round(image.nbytes / 2**20),
@@ -68,26 +74,29 @@ def child(run: str, size: int, backend: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default=str(ROOT / "benchmarks" / "work" / "camvid-unet-run1"))
+    ap.add_argument("--run", type=Path, default=ROOT / "benchmarks" / "work" / "camvid-unet")
     ap.add_argument("--size", type=int, default=10000)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (SHARED / "camvid").is_dir():
         sys.exit(f"CamVid not found at {SHARED / 'camvid'}; see ../shared/datasets/README.md")
     if args.child:
-        child(args.run, args.size, args.backend)
+        child(str(args.run), args.size, args.backend, args.repeats)
         return
     cmd = [
         sys.executable,
         __file__,
         "--child",
         "--run",
-        args.run,
+        str(args.run.resolve()),  # the child runs in benchmarks/
         "--size",
         str(args.size),
         "--backend",
         args.backend,
+        "--repeats",
+        str(args.repeats),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
     if proc.returncode != 0:
@@ -95,7 +104,7 @@ def main() -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key, value in result.items():
         print(f"  {key}: {value}")
-    save("tiled_memory", {"run": args.run, **result})
+    save("tiled_memory", {"run": str(args.run), **result})
 
 
 if __name__ == "__main__":

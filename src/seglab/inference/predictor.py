@@ -159,9 +159,9 @@ class ScaledRows:
         if self.scale == 1:
             out = torch.from_numpy(self.image[a:b]).permute(2, 0, 1).float()
         else:
-            out = torch.cat(
-                [self._scaled(r, min(r + self.CHUNK, b)) for r in range(a, b, self.CHUNK)], 1
-            )
+            out = torch.empty(self.image.shape[2], b - a, w)
+            for r in range(a, b, self.CHUNK):
+                out[:, r - a : r - a + self.CHUNK] = self._scaled(r, min(r + self.CHUNK, b))
         if y1 > h:
             out = out[:, torch.from_numpy(idx - a)]
         if wp > w:
@@ -182,11 +182,23 @@ class ScaledRows:
         return out
 
 
+def bilinear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's bilinear resize (align_corners=False) along one axis: for each output pixel
+    its two source pixels and the weight of the second."""
+    scale = np.float32(n_in) / np.float32(n_out)  # in float32, as the kernel computes it
+    src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + 0.5) - 0.5, 0)
+    i0 = src.astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), src - i0.astype(np.float32)
+
+
 class UpsampledArgmax:
     """The input-size mask from network-scale scores that arrive a band of rows at a time:
-    scores resized bilinearly to the input size, as :meth:`Predictor.logits` does for a
-    whole image, then argmax, ``CHUNK`` rows at a time, so the input-size scores never
-    exist in full."""
+    the argmax of the scores resized bilinearly to the input size, as
+    :meth:`Predictor.logits` computes it for a whole image, ``CHUNK`` rows at a time.
+
+    A bilinear value is a convex combination of four source pixels, so where all four have
+    the same argmax, so does the value; only pixels whose sources disagree (class edges)
+    are interpolated, over all classes."""
 
     CHUNK = 64
 
@@ -194,11 +206,9 @@ class UpsampledArgmax:
         (h, w), (self.h0, self.w0) = size, out_size
         self.same = (h, w) == out_size
         self.mask = np.empty(out_size, dtype=np.uint8)
-        # torch's bilinear, align_corners=False: source row, clamped at 0, and its neighbour
-        src = np.maximum((np.arange(self.h0) + 0.5) * (h / self.h0) - 0.5, 0)
-        self.i0 = src.astype(np.int64)
-        self.i1 = np.minimum(self.i0 + 1, h - 1)
-        self.frac = torch.from_numpy((src - self.i0).astype(np.float32))[None, :, None]
+        self.i0, self.i1, self.fy = bilinear_sources(h, self.h0)
+        self.j0, self.j1, self.fx = bilinear_sources(w, self.w0)
+        self.j1_of = np.minimum(np.arange(w) + 1, w - 1)  # a column's right neighbour
         self.kept = torch.zeros(0, 0, w)  # scores of network rows [first, first + n)
         self.first = 0
         self.done = 0  # mask rows written
@@ -211,16 +221,28 @@ class UpsampledArgmax:
             self.done += n
             return
         kept = torch.cat([self.kept, scores], 1) if self.kept.numel() else scores
-        end = int(np.searchsorted(self.i1, self.first + kept.shape[1]))  # rows now complete
+        n, w = kept.shape[1:]
+        vectors = kept.movedim(0, -1).contiguous().numpy().reshape(n * w, -1)  # classes last
+        labels = vectors.argmax(1).astype(np.uint8).reshape(n, w)
+        # source blocks (rows i, i + 1 x columns j, j + 1; clamped at the image's edges)
+        # whose four pixels have one label: the bilinear scores in them have that argmax
+        below = labels[np.minimum(np.arange(n) + 1, n - 1)]
+        single = (
+            (labels == below) & (labels == labels[:, self.j1_of]) & (below == below[:, self.j1_of])
+        )
+        end = int(np.searchsorted(self.i1, self.first + n))  # mask rows now complete
         for r0 in range(self.done, end, self.CHUNK):
             r1 = min(r0 + self.CHUNK, end)
-            top = kept[:, torch.from_numpy(self.i0[r0:r1] - self.first)]
-            bottom = kept[:, torch.from_numpy(self.i1[r0:r1] - self.first)]
-            rows = torch.lerp(top, bottom, self.frac[:, r0:r1])
-            rows = F.interpolate(
-                rows[None], size=(r1 - r0, self.w0), mode="bilinear", align_corners=False
-            )[0]
-            self.mask[r0:r1] = class_argmax(rows).to(torch.uint8).numpy()
+            y0, y1 = self.i0[r0:r1] - self.first, self.i1[r0:r1] - self.first
+            out = labels[y0][:, self.j0]
+            r, c = np.nonzero(~single[y0][:, self.j0])
+            if len(r):  # class edges: the bilinear scores over all classes, then argmax
+                top, bottom, left, right = y0[r] * w, y1[r] * w, self.j0[c], self.j1[c]
+                fx, fy = self.fx[c, None], self.fy[r0 + r, None]  # as torch's kernel forms them
+                upper = (1 - fx) * vectors[top + left] + fx * vectors[top + right]
+                lower = (1 - fx) * vectors[bottom + left] + fx * vectors[bottom + right]
+                out[r, c] = ((1 - fy) * upper + fy * lower).argmax(1)
+            self.mask[r0:r1] = out
         self.done = max(self.done, end)
         if self.done < self.h0:  # keep the rows later mask rows still read
             drop = int(self.i0[self.done]) - self.first
@@ -338,10 +360,16 @@ class Predictor:
         # rows [y0, y0 + th): Gaussian-weighted scores and, last, the weights' sum; finished
         # rows are normalised, so their resize to the input size mixes scores, not weights
         band = torch.zeros(k + 1, th, wp)
+
+        def finish(n: int) -> None:  # band rows [0, n) are complete: on to the mask
+            for r in range(0, n, out.CHUNK):  # a few rows at a time: small temporaries
+                rows = slice(r, min(r + out.CHUNK, n))
+                out.add(band[:k, rows, :w] / band[k, rows, :w])
+
         y0 = 0
         for yi, y in enumerate(ys):
             if y > y0:  # rows [y0, y) are complete: finish them, shift the band
-                out.add(band[:k, : y - y0, :w] / band[k, : y - y0, :w])
+                finish(y - y0)
                 kept = band[:, y - y0 :].clone()
                 band.zero_()
                 band[:, : kept.shape[1]] = kept
@@ -355,7 +383,7 @@ class Predictor:
                     band[:k, :, x : x + tw] += scores[j]
                     band[k, :, x : x + tw] += weight
             if yi == len(ys) - 1:
-                out.add(band[:k, : h - y0, :w] / band[k, : h - y0, :w])
+                finish(h - y0)
         return out.mask
 
     # -- images -----------------------------------------------------------------------
