@@ -5,7 +5,9 @@
 Pixel error = 1 - pixel accuracy over the six validation slices. Adapted Rand error:
 scikit-image's ``adapted_rand_error`` on connected cell regions (4-connected components of
 the "cell" class; membrane pixels are label 0 and, as in the challenge, not scored in the
-ground truth), per slice, averaged. Writes benchmarks/results/isbi2012_unet.json.
+ground truth), per slice, averaged. Also the share of wrong pixels that sit on a labelled
+membrane edge (their 3x3 neighbourhood in the ground truth holds both classes).
+Writes benchmarks/results/isbi2012_unet.json.
 
 The scored model is the run's *last* checkpoint: slices 24-29 are the run's validation
 split too, so its best checkpoint would be chosen on the slices it is scored on.
@@ -19,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from _common import ROOT, SHARED, save
 from skimage.measure import label
@@ -38,10 +41,16 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
     predictor = Predictor.open(last, backend="torch", tta=tta)
     cfg = load_config(run_dir / "config.yaml")
     ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
-    rand = []
+    rand, wrong, wrong_at_edge = [], 0, 0
     for i in range(len(ds)):
         image, mask = ds.load(i)
         pred = predictor.predict(image)
+        cell = (mask == 1).astype(np.uint8)
+        edge = cv2.dilate(cell, np.ones((3, 3), np.uint8)) != cv2.erode(
+            cell, np.ones((3, 3), np.uint8)
+        )
+        wrong += int((pred != mask).sum())
+        wrong_at_edge += int(((pred != mask) & edge).sum())
         are, _, _ = adapted_rand_error(
             label(mask == 1, connectivity=1), label(pred == 1, connectivity=1)
         )
@@ -51,6 +60,7 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
         "pixel_error": 1 - metrics["pixel_accuracy"],
         "adapted_rand_error": float(np.mean(rand)),
         "adapted_rand_error_per_slice": rand,
+        "errors_at_membrane_edges": wrong_at_edge / max(wrong, 1),
     }
 
 
@@ -82,6 +92,7 @@ def main() -> None:
     print(
         f"ISBI 2012 val (slices 24-29): pixel error {scores['pixel_error']:.4f}  "
         f"adapted Rand error {scores['adapted_rand_error']:.4f}  "
+        f"errors on membrane edges {100 * scores['errors_at_membrane_edges']:.0f}%  "
         f"mIoU {100 * metrics['mIoU']:.2f}%  (trained {train_min:.1f} min)"
     )
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -91,6 +102,7 @@ def main() -> None:
             "pixel_error": scores["pixel_error"],
             "adapted_rand_error": scores["adapted_rand_error"],
             "adapted_rand_error_per_slice": scores["adapted_rand_error_per_slice"],
+            "errors_at_membrane_edges": scores["errors_at_membrane_edges"],
             "mIoU": metrics["mIoU"],
             "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "train_minutes": round(train_min, 2),
