@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure-browser
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
