@@ -209,7 +209,7 @@ class UpsampledArgmax:
         self.i0, self.i1, self.fy = bilinear_sources(h, self.h0)
         self.j0, self.j1, self.fx = bilinear_sources(w, self.w0)
         self.j1_of = np.minimum(np.arange(w) + 1, w - 1)  # a column's right neighbour
-        self.kept = torch.zeros(0, 0, w)  # scores of network rows [first, first + n)
+        self.kept: torch.Tensor | None = None  # scores of network rows [first, first + n)
         self.first = 0
         self.done = 0  # mask rows written
 
@@ -220,7 +220,7 @@ class UpsampledArgmax:
             self.mask[self.done : self.done + n] = class_argmax(scores).to(torch.uint8).numpy()
             self.done += n
             return
-        kept = torch.cat([self.kept, scores], 1) if self.kept.numel() else scores
+        kept = scores if self.kept is None else torch.cat([self.kept, scores], 1)
         n, w = kept.shape[1:]
         vectors = kept.movedim(0, -1).contiguous().numpy().reshape(n * w, -1)  # classes last
         labels = vectors.argmax(1).astype(np.uint8).reshape(n, w)
