@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -67,13 +70,96 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
+# Keys a child may change from the fork server's environment: seglab reads them when a
+# command runs, and pytest sets PYTEST_CURRENT_TEST for each test. Any other change
+# (HF_HUB_OFFLINE is read when huggingface_hub is imported) runs a fresh interpreter.
+_RUNTIME_ENV = ("SEGLAB_", "PYTEST_")
+
+
+class _ForkServer:
+    """Client of tests/cli_forkserver.py: the CLI in a forked child of a process that
+    imported torch and Lightning once, instead of a new interpreter per call."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read(timeout=300)  # {"ready": true}
+
+    def _read(self, timeout: float) -> dict:
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"CLI fork server exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def compatible(self, env: dict[str, str]) -> bool:
+        keys = set(env) | set(self.env)
+        changed = {k for k in keys if env.get(k) != self.env.get(k)}
+        return all(k.startswith(_RUNTIME_ENV) for k in changed)
+
+    def run(self, args: list[str], cwd: Path | None, env: dict[str, str], timeout: float):
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "out"), Path(tmp, "err")
+            req = {"args": args, "cwd": str(cwd or os.getcwd()), "env": env}
+            self.proc.stdin.write(json.dumps(req | {"stdout": str(out), "stderr": str(err)}))
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            pid = self._read(timeout=60)["pid"]
+            try:
+                rc = self._read(timeout=timeout)["rc"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._read(timeout=60)
+                raise subprocess.TimeoutExpired(args, timeout) from None
+            return subprocess.CompletedProcess(
+                [sys.executable, "-m", "seglab", *args], rc, out.read_text(), err.read_text()
+            )
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+_SERVER: _ForkServer | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_fork_server():
+    yield
+    if _SERVER is not None:
+        _SERVER.close()
+
+
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 600
+    *args: str, cwd: Path | None = None, timeout: float = 600, fresh: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m seglab ARGS`` and capture its output."""
+    """Run ``python -m seglab ARGS`` and capture its output.
+
+    By default the command runs in a forked child of a fork server that imported the
+    heavy libraries once (tests/cli_forkserver.py), which saves 5-7 s per call.
+    ``fresh=True``, an environment change the server cannot honour, or
+    ``SEGLAB_TEST_FRESH_CLI=1`` run a new interpreter instead.
+    """
+    global _SERVER
+    args = [str(a) for a in args]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if not fresh and not os.environ.get("SEGLAB_TEST_FRESH_CLI"):
+        if _SERVER is None:
+            _SERVER = _ForkServer(env)
+        if _SERVER.compatible(env):
+            return _SERVER.run(args, cwd, env, timeout)
     return subprocess.run(
-        [sys.executable, "-m", "seglab", *map(str, args)],
+        [sys.executable, "-m", "seglab", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -14,7 +14,8 @@ def test_ddp_train_and_evaluate_match_single_process(tmp_path, synth_root):
         tiny_config(synth_root, train={"epochs": 1, "batch_size": 2}, inference={"batch_size": 1}),
     )
     runs = tmp_path / "runs"
-    proc = run_cli("train", cfg, "--runs-dir", runs, "--devices", "2")
+    # A fresh interpreter: Lightning starts the second process by re-running the command.
+    proc = run_cli("train", cfg, "--runs-dir", runs, "--devices", "2", fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in runs.iterdir()] == ["tiny"]  # one run directory for both processes
     run = runs / "tiny"
@@ -22,7 +23,8 @@ def test_ddp_train_and_evaluate_match_single_process(tmp_path, synth_root):
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"eval{devices}"
-        proc = run_cli("evaluate", run, "--split", "val", "--devices", devices, "--out", out)
+        args = ("evaluate", run, "--split", "val", "--devices", devices, "--out", out)
+        proc = run_cli(*args, fresh=devices > 1)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = json.loads((out / "metrics.json").read_text())
     one, two = results[1], results[2]
