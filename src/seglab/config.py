@@ -68,6 +68,21 @@ class LossConfig(_Strict):
         "(SegNet, median(f)/f_c) or inverse_log (ENet, 1/ln(1.02 + p_c), a milder balance)",
     )
     dice_weight: float = Field(1.0, ge=0, description="weight of the Dice term in ce+dice")
+    ohem_thresh: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="online hard example mining for the CE term (MMSeg's OHEM sampler): "
+        "average only over pixels whose predicted probability of their true class is below "
+        "this, e.g. 0.7; null: every labelled pixel",
+    )
+    ohem_min_kept: float = Field(
+        1 / 16,
+        ge=0,
+        le=1,
+        description="with ohem_thresh: keep at least this share of the labelled pixels of a "
+        "batch, the hardest ones (BiSeNet's 1/16)",
+    )
 
 
 class ColorJitterConfig(_Strict):
