@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -87,19 +89,24 @@ class _ForkServer:
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
+            bufsize=0,
         )
+        self.pending = b""  # read from the pipe but not yet returned
         self._read(timeout=300)  # {"ready": true}
 
     def _read(self, timeout: float) -> dict:
-        import select
-
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"CLI fork server exited with {self.proc.wait()}")
+        """The next reply line. Our own buffer, not readline(): a line already buffered
+        would be invisible to select()."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"CLI fork server exited with {self.proc.wait()}")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
     def compatible(self, env: dict[str, str]) -> bool:
@@ -111,9 +118,10 @@ class _ForkServer:
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "out"), Path(tmp, "err")
             req = {"args": args, "cwd": str(cwd or os.getcwd()), "env": env}
-            self.proc.stdin.write(json.dumps(req | {"stdout": str(out), "stderr": str(err)}))
-            self.proc.stdin.write("\n")
-            self.proc.stdin.flush()
+            req |= {"stdout": str(out), "stderr": str(err)}
+            data = memoryview(json.dumps(req).encode() + b"\n")
+            while data:  # an unbuffered pipe may take part of a long request
+                data = data[self.proc.stdin.write(data) :]
             pid = self._read(timeout=60)["pid"]
             try:
                 rc = self._read(timeout=timeout)["rc"]
