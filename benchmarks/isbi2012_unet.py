@@ -42,15 +42,15 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
     cfg = load_config(run_dir / "config.yaml")
     ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
     rand, wrong, wrong_at_edge = [], 0, 0
+    square = np.ones((3, 3), np.uint8)
     for i in range(len(ds)):
         image, mask = ds.load(i)
         pred = predictor.predict(image)
         cell = (mask == 1).astype(np.uint8)
-        edge = cv2.dilate(cell, np.ones((3, 3), np.uint8)) != cv2.erode(
-            cell, np.ones((3, 3), np.uint8)
-        )
-        wrong += int((pred != mask).sum())
-        wrong_at_edge += int(((pred != mask) & edge).sum())
+        edge = cv2.dilate(cell, square) != cv2.erode(cell, square)
+        miss = pred != mask
+        wrong += int(miss.sum())
+        wrong_at_edge += int((miss & edge).sum())
         are, _, _ = adapted_rand_error(
             label(mask == 1, connectivity=1), label(pred == 1, connectivity=1)
         )
