@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
@@ -21,9 +21,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	@scripts/ensure-browser
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15
-
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
