@@ -77,3 +77,6 @@ def test_ohem_config_is_validated():
         LossConfig(ohem_thresh=1.5)
     with pytest.raises(ValidationError):
         LossConfig(ohem_min_kept=-0.1)
+    with pytest.raises(ValidationError, match="dice has none"):
+        LossConfig(name="dice", ohem_thresh=0.7)
+    assert LossConfig(name="ce+dice", ohem_thresh=0.7).ohem_thresh == 0.7

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seglab.errors import SeglabError
 
@@ -83,6 +90,15 @@ class LossConfig(_Strict):
         description="with ohem_thresh: keep at least this share of the labelled pixels of a "
         "batch, the hardest ones (BiSeNet's 1/16)",
     )
+
+    @model_validator(mode="after")
+    def _ohem_needs_ce(self) -> LossConfig:
+        if self.ohem_thresh is not None and self.name == "dice":
+            raise ValueError(
+                "ohem_thresh mines the CE term, and loss.name dice has none; "
+                "use ce or ce+dice, or set ohem_thresh to null"
+            )
+        return self
 
 
 class ColorJitterConfig(_Strict):
