@@ -6,8 +6,11 @@ Pixel error = 1 - pixel accuracy over the six validation slices. Adapted Rand er
 scikit-image's ``adapted_rand_error`` on connected cell regions (4-connected components of
 the "cell" class; membrane pixels are label 0 and, as in the challenge, not scored in the
 ground truth), per slice, averaged. Also the share of wrong pixels that sit on a labelled
-membrane edge (their 3x3 neighbourhood in the ground truth holds both classes).
-Writes benchmarks/results/isbi2012_unet.json.
+membrane edge (their 3x3 neighbourhood in the ground truth holds both classes), and the
+pixel error when a pixel is called *cell* above other thresholds of its cell probability
+than argmax's 0.5, on the training slices and on the scored ones (a diagnostic: a threshold
+read off the scored slices would be tuned on them). Writes
+benchmarks/results/isbi2012_unet.json.
 
 The scored model is the run's *last* checkpoint: slices 24-29 are the run's validation
 split too, so its best checkpoint would be chosen on the slices it is scored on.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from _common import ROOT, SHARED, save
 from skimage.measure import label
 from skimage.metrics import adapted_rand_error
@@ -30,8 +34,28 @@ from skimage.metrics import adapted_rand_error
 from seglab.config import load_config
 from seglab.data.dataset import DatasetDefinition, SegDataset
 from seglab.evaluation.evaluate import evaluate
-from seglab.inference.predictor import Predictor
+from seglab.inference.predictor import Predictor, class_argmax
 from seglab.training.train import train
+
+THRESHOLDS = [round(t, 2) for t in np.arange(0.3, 0.71, 0.05)]
+
+
+@torch.inference_mode()
+def cell_probability(predictor: Predictor, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax mask, probability of *cell*) of one slice; the mask is ``predict``'s."""
+    logits = predictor.logits(predictor.to_tensor(image))
+    return class_argmax(logits)[0].numpy(), logits.softmax(1)[0, 1].numpy()
+
+
+def threshold_errors(predictor: Predictor, ds: SegDataset) -> dict[str, float]:
+    wrong = np.zeros(len(THRESHOLDS))
+    total = 0
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        _, p = cell_probability(predictor, image)
+        wrong += [((p > t) != (mask == 1)).sum() for t in THRESHOLDS]
+        total += mask.size
+    return {str(t): float(w / total) for t, w in zip(THRESHOLDS, wrong, strict=True)}
 
 
 def isbi_scores(run_dir, tta: str | None = None) -> dict:
@@ -40,12 +64,13 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
     metrics, _ = evaluate(last, "val", tta=tta)
     predictor = Predictor.open(last, backend="torch", tta=tta)
     cfg = load_config(run_dir / "config.yaml")
-    ds = SegDataset(DatasetDefinition.from_config(cfg.data), "val")
+    data = DatasetDefinition.from_config(cfg.data)
+    ds = SegDataset(data, "val")
     rand, wrong, wrong_at_edge = [], 0, 0
     square = np.ones((3, 3), np.uint8)
     for i in range(len(ds)):
         image, mask = ds.load(i)
-        pred = predictor.predict(image)
+        pred, _ = cell_probability(predictor, image)
         cell = (mask == 1).astype(np.uint8)
         edge = cv2.dilate(cell, square) != cv2.erode(cell, square)
         miss = pred != mask
@@ -61,6 +86,10 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
         "adapted_rand_error": float(np.mean(rand)),
         "adapted_rand_error_per_slice": rand,
         "errors_at_membrane_edges": wrong_at_edge / max(wrong, 1),
+        "pixel_error_by_cell_threshold": {
+            "train": threshold_errors(predictor, SegDataset(data, "train")),
+            "val": threshold_errors(predictor, ds),
+        },
     }
 
 
@@ -103,6 +132,7 @@ def main() -> None:
             "adapted_rand_error": scores["adapted_rand_error"],
             "adapted_rand_error_per_slice": scores["adapted_rand_error_per_slice"],
             "errors_at_membrane_edges": scores["errors_at_membrane_edges"],
+            "pixel_error_by_cell_threshold": scores["pixel_error_by_cell_threshold"],
             "mIoU": metrics["mIoU"],
             "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
             "train_minutes": round(train_min, 2),
