@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -31,16 +32,28 @@ log = logging.getLogger("seglab")
 
 
 class _QuietLightning(logging.Filter):
-    """Drop Lightning's advertisements and GPU/TPU notices on a CPU machine."""
+    """Drop Lightning's advertisements, GPU/TPU notices on a CPU machine and its note on
+    loading the train loader early (seglab's own log says what the run does)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
-        return not (msg.startswith("💡") or "available: False" in msg)
+        return not (
+            msg.startswith("💡")
+            or "available: False" in msg
+            or "to estimate number of stepping batches" in msg
+        )
 
 
 def _setup_logging() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_QuietLightning())
+    # Lightning 2.6's own code calls a torch API that torch 2.14 deprecates: a warning on
+    # every training run that no seglab user can act on
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
     if not log.handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("seglab: %(message)s"))
