@@ -34,7 +34,7 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "isa": [f for f in ISA if f in flags],  # "AMD EPYC" alone names CPUs with and without
+        "isa": [f for f in ISA if f in flags],  # "AMD EPYC" names CPUs with and without bf16
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
