@@ -326,7 +326,13 @@ def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, instance_r
 def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     root = shared_dataset("tiny_coco")
     raw = _config(
-        root, "coco", crop=[160, 160], min_size=128, max_size=160, detections_per_image=20
+        root,
+        "coco",
+        crop=[160, 160],
+        min_size=128,
+        max_size=160,
+        detections_per_image=20,
+        proposals=100,  # the box and mask heads run per proposal: torchvision's 1000 cost most
     )
     raw["data"]["train_fraction"] = 0.4
     raw["train"]["val_every"] = 5  # no validation pass in training: evaluate scores val
@@ -352,6 +358,27 @@ def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     r = run_cli("predict", run, img, "--out", tmp_path / "pred", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "pred" / f"{img.stem}_instances.png").is_file()
+
+
+def test_proposals_bound_the_rpn_at_inference_only(bad_coco):
+    from seglab.instance.run import instance_meta
+    from seglab.instance.task import InstanceTask
+
+    meta = instance_meta(
+        DatasetDefinition.from_config(config_from_dict(_config(bad_coco, "coco")).data)
+    )
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 96, 96)
+    kept = {}
+    for n in (1000, 40):
+        task = InstanceTask(_config(bad_coco, "coco", proposals=n), meta).eval()
+        net = task.model.net
+        assert net.rpn._post_nms_top_n == {"training": 2000, "testing": n}  # training untouched
+        with torch.inference_mode():
+            images, _ = net.transform(list(image))
+            proposals, _ = net.rpn(images, net.backbone(images.tensors))
+        kept[n] = len(proposals[0])
+    assert kept[40] <= 40 < kept[1000]  # a random network's RPN keeps more than 40 by default
 
 
 def test_instance_config_errors(tmp_path):

@@ -208,6 +208,12 @@ class InstanceConfig(_Strict):
         None, description="Mask R-CNN anchor sizes in pixels; null: 32..512 (small objects: 8..)"
     )
     detections_per_image: int = Field(100, ge=1, description="Mask R-CNN: at most this many")
+    proposals: int = Field(
+        1000,
+        ge=1,
+        description="Mask R-CNN: region proposals per image at inference, before and after the "
+        "RPN's NMS (torchvision: 1000); fewer is faster on a CPU, too few miss objects",
+    )
     trainable_backbone_layers: int = Field(3, ge=0, le=6, description="Mask R-CNN backbone")
     boundary_width: int = Field(2, ge=1, le=10, description="boundary class width in pixels")
     crop: tuple[int, int] | None = Field(

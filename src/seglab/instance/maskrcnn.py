@@ -72,11 +72,14 @@ def build_maskrcnn(
     std: list[float] | None = None,
     scale: float | None = None,
     load_weights: bool = True,
+    proposals: int = 1000,
 ) -> nn.Module:
     """Mask R-CNN for ``num_classes`` classes including background; inputs are 0..1 images
     normalised inside the model by ``mean`` / ``std`` (0..255 scale). ``scale``: resize
     every image by this factor instead of torchvision's ``min_size`` / ``max_size`` rule
     (which would upscale a 256-pixel training crop and shrink a 1000-pixel image).
+    ``proposals``: RPN proposals per image at inference, before and after its NMS; the box
+    and mask heads run on each, so on a CPU they cost more than the backbone at 1000.
     ``load_weights`` False builds the same modules without loading weights (checkpoints)."""
     from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
     from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights
@@ -93,6 +96,8 @@ def build_maskrcnn(
         "min_size": min_size,
         "max_size": max_size,
         "box_detections_per_img": detections_per_image,
+        "rpn_pre_nms_top_n_test": proposals,
+        "rpn_post_nms_top_n_test": proposals,
         "image_mean": [m / 255 for m in mean] if mean else None,
         "image_std": [s / 255 for s in std] if std else None,
     }

@@ -74,6 +74,7 @@ class InstanceTask(L.LightningModule):
                     meta["std"],
                     ic.scale,
                     load_weights=pretrained,
+                    proposals=ic.proposals,
                 )
             )
             self.register_buffer("thresholds", torch.tensor([ic.score_threshold, 0.0]))
