@@ -10,7 +10,7 @@ proposal alike, so it would always return ``detections_per_image`` objects (the 
 objects per image instead (DSB 2018: 19,110 nuclei in 434 images, 44 per image).
 
 Times only: a random network's detections say nothing about accuracy; what fewer proposals
-cost in AP has to be measured on a trained run (the key is part of the run's config). The
+cost in AP has to be measured on a trained run (``seglab evaluate RUN --proposals N``). The
 proposal counts are timed in interleaved rounds; medians of the per-image times.
 Writes benchmarks/results/maskrcnn_proposals[_TAG].json.
 """

@@ -72,10 +72,21 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-# Keys a child may change from the fork server's environment: seglab reads them when a
-# command runs, and pytest sets PYTEST_CURRENT_TEST for each test. Any other change
+# Keys a child may change from the fork server's environment (the server's is the one it
+# started with): seglab reads them when a command runs; pytest sets PYTEST_CURRENT_TEST for
+# each test; once a test trains in process, Lightning's seed_everything has set
+# PL_GLOBAL_SEED / PL_SEED_WORKERS, importing lightning.fabric has set
+# PYTORCH_NVML_BASED_CUDA_CHECK=1 (as it does in the server) and torch's inductor
+# TORCHINDUCTOR_CACHE_DIR, all read at run time. Before these were listed, every CLI call
+# after the first in-process training ran a fresh interpreter. Any other change
 # (HF_HUB_OFFLINE is read when huggingface_hub is imported) runs a fresh interpreter.
-_RUNTIME_ENV = ("SEGLAB_", "PYTEST_")
+_RUNTIME_ENV = (
+    "SEGLAB_",
+    "PYTEST_",
+    "PL_",
+    "PYTORCH_NVML_BASED_CUDA_CHECK",
+    "TORCHINDUCTOR_CACHE_DIR",
+)
 
 
 class _ForkServer:

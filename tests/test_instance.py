@@ -354,6 +354,12 @@ def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     coco_ids = set(val_json.getImgIds())
     assert {r["image_id"] for r in results} <= coco_ids  # the JSON's own image ids
+    # --proposals replaces the run's 100 in the model's RPN at inference (metrics.json reads
+    # it back from the RPN)
+    assert m["proposals"] == 100
+    r = run_cli("evaluate", run, "--split", "val", "--proposals", "3", "--out", tmp_path / "p3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "p3" / "metrics.json").read_text())["proposals"] == 3
     img = sorted((root / "val2017").glob("*.jpg"))[0]
     r = run_cli("predict", run, img, "--out", tmp_path / "pred", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -379,6 +385,15 @@ def test_proposals_bound_the_rpn_at_inference_only(bad_coco):
             proposals, _ = net.rpn(images, net.backbone(images.tensors))
         kept[n] = len(proposals[0])
     assert kept[40] <= 40 < kept[1000]  # a random network's RPN keeps more than 40 by default
+
+
+def test_proposals_option_refused_where_there_is_no_rpn(instance_run, trained_run, tmp_path):
+    for run in (instance_run, trained_run):  # boundary U-Net, semantic U-Net
+        for cmd in (["evaluate", run, "--split", "val"], ["predict", run, tmp_path]):
+            r = run_cli(*cmd, "--proposals", "10", "--out", tmp_path / "out")
+            assert r.returncode == 1
+            assert r.stderr.strip().endswith("--proposals applies to Mask R-CNN runs only")
+            assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_instance_config_errors(tmp_path):

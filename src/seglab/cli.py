@@ -185,6 +185,10 @@ def evaluate(
     format: Annotated[
         str | None, typer.Option(help="with --predictions and a data folder: its layout")
     ] = None,
+    proposals: Annotated[
+        int | None,
+        typer.Option(min=1, help="Mask R-CNN: RPN proposals per image instead of the run's"),
+    ] = None,
 ) -> None:
     """Evaluate a trained model: per-class IoU, Dice, precision, recall and the means.
 
@@ -195,6 +199,7 @@ def evaluate(
 
     Example: seglab evaluate runs/camvid-unet --split test --tta hflip
     Example: seglab evaluate configs/isbi2012.yaml --predictions preds/otsu --split val
+    Example: seglab evaluate runs/dsb2018-maskrcnn --split val --proposals 300
     """
     _must_exist(run, "a run directory, a .ckpt file or, with --predictions, a data set")
     if predictions is not None:
@@ -208,7 +213,9 @@ def evaluate(
         return
     from seglab.evaluation.evaluate import evaluate as run_eval
 
-    metrics, out_dir = run_eval(run, split, devices, data_root, out, backend, tta)
+    metrics, out_dir = run_eval(
+        run, split, devices, data_root, out, backend, tta, proposals=proposals
+    )
     if "dsb_score" in metrics:  # task: instance
         print_instance_metrics(metrics, f"{split}: {metrics['images']} images")
         console.print(f"metrics, per_image.csv and results.json written to {out_dir}")
@@ -236,6 +243,10 @@ def predict(
     max_pixels: Annotated[
         int | None, typer.Option(help="images above this many pixels go in tiles")
     ] = None,
+    proposals: Annotated[
+        int | None,
+        typer.Option(min=1, help="Mask R-CNN: RPN proposals per image instead of the run's"),
+    ] = None,
 ) -> None:
     """Segment images of any size: <stem>_mask.png (class index per pixel, the input's size)
     and <stem>_overlay.png (colour overlay) per image. Large images are predicted in
@@ -259,6 +270,7 @@ def predict(
             out,
             alpha,
             progress=lambda xs: track(xs, description="predicting", console=console),
+            proposals=proposals,
         )
         console.print(
             f"{len(written)} instance maps (16-bit PNG) and overlays, and results.json "
@@ -266,6 +278,8 @@ def predict(
         )
         return
 
+    if proposals is not None:
+        raise SeglabError(f"{run}: --proposals applies to Mask R-CNN runs only")
     kw = {k: v for k, v in (("tile", tile), ("max_pixels", max_pixels)) if v is not None}
     if tta is not None:
         kw["tta"] = tta

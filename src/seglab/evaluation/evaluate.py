@@ -61,11 +61,13 @@ def evaluate(
     backend: str = "torch",
     tta: str | None = None,
     report: bool = True,
+    proposals: int | None = None,
 ) -> tuple[dict, Path | None]:
     """Evaluate on ``split``; returns (metrics, output folder; None on non-zero ranks).
 
     ``backend`` torch is the reference (the path validation took during training); other
-    backends and ``tta`` swap the task's Predictor, so the data path stays the same."""
+    backends and ``tta`` swap the task's Predictor, so the data path stays the same.
+    ``proposals``: Mask R-CNN runs only, the RPN's proposals per image instead of the run's."""
     ckpt_path = resolve_checkpoint(run_or_ckpt)
     from seglab.instance.run import evaluate_instance, is_instance_checkpoint
 
@@ -75,7 +77,9 @@ def evaluate(
                 "instance models are evaluated with the torch backend in one process, "
                 "without TTA; drop --backend, --tta and --devices"
             )
-        return evaluate_instance(ckpt_path, split, data_root, out)
+        return evaluate_instance(ckpt_path, split, data_root, out, proposals=proposals)
+    if proposals is not None:
+        raise SeglabError(f"{ckpt_path}: --proposals applies to Mask R-CNN runs only")
     task = load_task(ckpt_path)
     if backend != "torch" or tta:
         task.predictor = Predictor.open(ckpt_path, backend=backend, tta=tta)

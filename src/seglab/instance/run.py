@@ -242,11 +242,20 @@ def is_instance_checkpoint(run_or_ckpt: str | Path) -> bool:
     return ckpt["hyper_parameters"]["config"].get("task") == "instance"
 
 
-def load_instance_task(run_or_ckpt: str | Path) -> tuple[InstanceTask, Path]:
+def load_instance_task(
+    run_or_ckpt: str | Path, proposals: int | None = None
+) -> tuple[InstanceTask, Path]:
+    """The trained task in eval mode; ``proposals`` replaces the run's
+    ``instance.proposals`` (Mask R-CNN's RPN at inference; the weights do not depend on it)."""
     path = resolve_checkpoint(run_or_ckpt)
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
-    task = InstanceTask(hp["config"], hp["meta"], pretrained=False)
+    config = hp["config"]
+    if proposals is not None:
+        if method_of(Config.model_validate(config)) != "maskrcnn":
+            raise SeglabError(f"{path}: --proposals applies to Mask R-CNN runs only")
+        config = {**config, "instance": {**(config.get("instance") or {}), "proposals": proposals}}
+    task = InstanceTask(config, hp["meta"], pretrained=False)
     try:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -300,15 +309,16 @@ def evaluate_instance(
     data_root: Path | None = None,
     out: Path | None = None,
     tune: bool = False,
+    proposals: int | None = None,
 ) -> tuple[dict, Path]:
     """COCO mask AP (+ box AP for Mask R-CNN), DSB2018 score and counts on ``split``.
 
     ``tune``: first tune the thresholds on ``split`` itself (as validation does), instead of
-    using the checkpoint's.
+    using the checkpoint's. ``proposals``: see :func:`load_instance_task`.
 
     Writes metrics.json, per_image.csv (DSB score, objects, predicted, count error) and
     results.json (COCO results: RLE masks and scores) to ``out`` (default RUN/eval/<split>)."""
-    task, ckpt_path = load_instance_task(run_or_ckpt)
+    task, ckpt_path = load_instance_task(run_or_ckpt, proposals)
     cfg = task.cfg.model_copy(deep=True)
     if data_root is not None:
         cfg.data.root = data_root
@@ -335,6 +345,8 @@ def evaluate_instance(
             "annotation_problems": problems,
         }
     )
+    if task.method == "maskrcnn":  # the RPN's own setting (the run's or --proposals)
+        metrics["proposals"] = task.model.net.rpn.post_nms_top_n()
     if out is None:
         run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
         out = new_run_dir((run_dir or ckpt_path.parent) / "eval", split)
@@ -379,12 +391,17 @@ def instance_overlay(image: np.ndarray, inst: np.ndarray, alpha: float = 0.5) ->
 
 
 def predict_instance(
-    run_or_ckpt: str | Path, inputs: list[Path], out: Path, alpha: float = 0.5, progress=None
+    run_or_ckpt: str | Path,
+    inputs: list[Path],
+    out: Path,
+    alpha: float = 0.5,
+    progress=None,
+    proposals: int | None = None,
 ) -> list[Path]:
     """Per image ``<stem>_instances.png`` (16-bit ids, 0 background) and
     ``<stem>_overlay.png``; ``results.json`` (COCO results, image ids 1.. in file order with
     ``file_name``) for all. Returns the instance PNG paths."""
-    task, _ = load_instance_task(run_or_ckpt)
+    task, _ = load_instance_task(run_or_ckpt, proposals)
     files = expand_inputs(inputs)
     out.mkdir(parents=True, exist_ok=True)
     cats = category_ids(task.hparams.meta)
