@@ -47,15 +47,18 @@ def cell_probability(predictor: Predictor, image: np.ndarray) -> tuple[np.ndarra
     return class_argmax(logits)[0].numpy(), logits.softmax(1)[0, 1].numpy()
 
 
-def threshold_errors(predictor: Predictor, ds: SegDataset) -> dict[str, float]:
-    wrong = np.zeros(len(THRESHOLDS))
-    total = 0
-    for i in range(len(ds)):
-        image, mask = ds.load(i)
-        _, p = cell_probability(predictor, image)
-        wrong += [((p > t) != (mask == 1)).sum() for t in THRESHOLDS]
-        total += mask.size
-    return {str(t): float(w / total) for t, w in zip(THRESHOLDS, wrong, strict=True)}
+class ThresholdErrors:
+    """Pixel error per cell-probability threshold, accumulated slice by slice."""
+
+    def __init__(self) -> None:
+        self.wrong, self.total = np.zeros(len(THRESHOLDS)), 0
+
+    def add(self, p: np.ndarray, mask: np.ndarray) -> None:
+        self.wrong += [((p > t) != (mask == 1)).sum() for t in THRESHOLDS]
+        self.total += mask.size
+
+    def rates(self) -> dict[str, float]:
+        return {str(t): float(w / self.total) for t, w in zip(THRESHOLDS, self.wrong, strict=True)}
 
 
 def isbi_scores(run_dir, tta: str | None = None) -> dict:
@@ -68,9 +71,11 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
     ds = SegDataset(data, "val")
     rand, wrong, wrong_at_edge = [], 0, 0
     square = np.ones((3, 3), np.uint8)
+    on_val, on_train = ThresholdErrors(), ThresholdErrors()
     for i in range(len(ds)):
         image, mask = ds.load(i)
-        pred, _ = cell_probability(predictor, image)
+        pred, p = cell_probability(predictor, image)
+        on_val.add(p, mask)
         cell = (mask == 1).astype(np.uint8)
         edge = cv2.dilate(cell, square) != cv2.erode(cell, square)
         miss = pred != mask
@@ -80,16 +85,17 @@ def isbi_scores(run_dir, tta: str | None = None) -> dict:
             label(mask == 1, connectivity=1), label(pred == 1, connectivity=1)
         )
         rand.append(float(are))
+    train = SegDataset(data, "train")
+    for i in range(len(train)):
+        image, mask = train.load(i)
+        on_train.add(cell_probability(predictor, image)[1], mask)
     return {
         "metrics": metrics,
         "pixel_error": 1 - metrics["pixel_accuracy"],
         "adapted_rand_error": float(np.mean(rand)),
         "adapted_rand_error_per_slice": rand,
         "errors_at_membrane_edges": wrong_at_edge / max(wrong, 1),
-        "pixel_error_by_cell_threshold": {
-            "train": threshold_errors(predictor, SegDataset(data, "train")),
-            "val": threshold_errors(predictor, ds),
-        },
+        "pixel_error_by_cell_threshold": {"train": on_train.rates(), "val": on_val.rates()},
     }
 
 

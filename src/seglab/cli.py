@@ -261,7 +261,7 @@ def predict(
 
     from seglab.inference.predict import predict as run_predict
     from seglab.inference.predictor import Predictor
-    from seglab.instance.run import is_instance_checkpoint, predict_instance
+    from seglab.instance.run import is_instance_checkpoint, no_rpn, predict_instance
 
     if is_instance_checkpoint(run):
         written = predict_instance(
@@ -279,7 +279,7 @@ def predict(
         return
 
     if proposals is not None:
-        raise SeglabError(f"{run}: --proposals applies to Mask R-CNN runs only")
+        raise no_rpn(run)
     kw = {k: v for k, v in (("tile", tile), ("max_pixels", max_pixels)) if v is not None}
     if tta is not None:
         kw["tta"] = tta

@@ -69,7 +69,7 @@ def evaluate(
     backends and ``tta`` swap the task's Predictor, so the data path stays the same.
     ``proposals``: Mask R-CNN runs only, the RPN's proposals per image instead of the run's."""
     ckpt_path = resolve_checkpoint(run_or_ckpt)
-    from seglab.instance.run import evaluate_instance, is_instance_checkpoint
+    from seglab.instance.run import evaluate_instance, is_instance_checkpoint, no_rpn
 
     if is_instance_checkpoint(ckpt_path):
         if backend != "torch" or tta or devices != 1:
@@ -79,7 +79,7 @@ def evaluate(
             )
         return evaluate_instance(ckpt_path, split, data_root, out, proposals=proposals)
     if proposals is not None:
-        raise SeglabError(f"{ckpt_path}: --proposals applies to Mask R-CNN runs only")
+        raise no_rpn(ckpt_path)
     task = load_task(ckpt_path)
     if backend != "torch" or tta:
         task.predictor = Predictor.open(ckpt_path, backend=backend, tta=tta)

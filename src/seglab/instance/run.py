@@ -242,6 +242,11 @@ def is_instance_checkpoint(run_or_ckpt: str | Path) -> bool:
     return ckpt["hyper_parameters"]["config"].get("task") == "instance"
 
 
+def no_rpn(source: str | Path) -> SeglabError:
+    """The error for ``--proposals`` on a run that has no region proposal network."""
+    return SeglabError(f"{source}: --proposals applies to Mask R-CNN runs only")
+
+
 def load_instance_task(
     run_or_ckpt: str | Path, proposals: int | None = None
 ) -> tuple[InstanceTask, Path]:
@@ -252,10 +257,10 @@ def load_instance_task(
     hp = ckpt["hyper_parameters"]
     config = hp["config"]
     if proposals is not None:
-        if method_of(Config.model_validate(config)) != "maskrcnn":
-            raise SeglabError(f"{path}: --proposals applies to Mask R-CNN runs only")
         config = {**config, "instance": {**(config.get("instance") or {}), "proposals": proposals}}
     task = InstanceTask(config, hp["meta"], pretrained=False)
+    if proposals is not None and task.method != "maskrcnn":
+        raise no_rpn(path)
     try:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
