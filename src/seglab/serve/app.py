@@ -313,12 +313,14 @@ def run_batch(key: Hashable, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [predictor.predict(im) for im in images]
     import torch
 
+    from seglab.inference.predictor import class_argmax
+
     with torch.inference_mode():
         model = getattr(predictor.backend, "model", None)
         if model is not None:
             model.eval()
         batch = torch.cat([predictor.to_tensor(im) for im in images])
-        masks = predictor.logits(batch).argmax(1).to(torch.uint8).numpy()
+        masks = class_argmax(predictor.logits(batch)).to(torch.uint8).numpy()
     return list(masks)
 
 
