@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +124,17 @@ def to_openvino(model: nn.Module, in_channels: int, stride: int):
     import openvino as ov
 
     model = model.to(memory_format=torch.contiguous_format).float().eval()
-    return ov.convert_model(
-        model,
-        example_input=example_input(in_channels, stride),
-        input=[ov.PartialShape([-1, in_channels, -1, -1])],
-    )
+    with warnings.catch_warnings():
+        # OpenVINO's PyTorch frontend traces with torch.jit, which torch 2.14 deprecates: a
+        # warning no seglab user can act on, printed on every first predict of a run
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning
+        )
+        return ov.convert_model(
+            model,
+            example_input=example_input(in_channels, stride),
+            input=[ov.PartialShape([-1, in_channels, -1, -1])],
+        )
 
 
 def cache_dir() -> Path:
