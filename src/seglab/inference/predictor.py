@@ -398,16 +398,27 @@ class Predictor:
             image if image.ndim == 3 else image[:, :, None], self.meta["in_channels"], path
         )
 
-    @torch.inference_mode()
-    def predict(self, image: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
-        """``H x W x C`` uint8 image -> ``H x W`` uint8 class-index mask of the same size."""
+    def _eval_mode(self) -> None:
         model = getattr(self.backend, "model", None)
         if model is not None:
             model.eval()
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
+        """``H x W x C`` uint8 image -> ``H x W`` uint8 class-index mask of the same size."""
+        self._eval_mode()
         h, w = image.shape[:2]
         if h * w * max(self.scale, 1.0) ** 2 > self.max_pixels:  # input- or network-size logits
             return self.predict_tiled(self.adapt(image, path))
         return class_argmax(self.logits(self.to_tensor(image, path)))[0].to(torch.uint8).numpy()
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Same-sized images below the tile limit in one forward pass -> their masks, as
+        :meth:`predict` gives them one by one."""
+        self._eval_mode()
+        batch = torch.cat([self.to_tensor(im) for im in images])
+        return list(class_argmax(self.logits(batch)).to(torch.uint8).numpy())
 
     def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Read an image file and return (image, mask)."""

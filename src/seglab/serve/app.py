@@ -309,19 +309,9 @@ class Models:
 def run_batch(key: Hashable, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The worker's call: one or more same-sized images through one predictor."""
     predictor = key[0]
-    if len(images) == 1 or not hasattr(predictor, "logits"):
+    if len(images) == 1 or not hasattr(predictor, "predict_batch"):
         return [predictor.predict(im) for im in images]
-    import torch
-
-    from seglab.inference.predictor import class_argmax
-
-    with torch.inference_mode():
-        model = getattr(predictor.backend, "model", None)
-        if model is not None:
-            model.eval()
-        batch = torch.cat([predictor.to_tensor(im) for im in images])
-        masks = class_argmax(predictor.logits(batch)).to(torch.uint8).numpy()
-    return list(masks)
+    return predictor.predict_batch(images)
 
 
 # -- the app ----------------------------------------------------------------------------------
