@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -129,6 +131,26 @@ def test_new_run_never_overwrites_and_seed_repeats(tmp_path, synth_root):
     ma = json.loads((a / "metrics.json").read_text())[0]
     mb = json.loads((b / "metrics.json").read_text())[0]
     assert ma["train_loss"] == mb["train_loss"] and ma["val_mIoU"] == mb["val_mIoU"]
+
+
+def test_library_training_does_not_print_lightnings_deprecation_warning(tmp_path, synth_root):
+    """Benchmarks and library users call train() without the CLI: the warning Lightning's own
+    code triggers in torch 2.14 must not reach them either (a fresh process, its own filters)."""
+    path = write_config(tmp_path / "c.yaml", tiny_config(synth_root, train={"epochs": 1}))
+    code = (
+        "import sys; from pathlib import Path; from seglab.config import load_config; "
+        "from seglab.training.train import train; "
+        "train(load_config(Path(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt").exists()
+    assert "LeafSpec" not in proc.stderr
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):

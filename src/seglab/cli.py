@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -47,13 +46,6 @@ class _QuietLightning(logging.Filter):
 def _setup_logging() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_QuietLightning())
-    # Lightning 2.6's own code calls a torch API that torch 2.14 deprecates: a warning on
-    # every training run that no seglab user can act on
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-        category=FutureWarning,
-    )
     if not log.handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("seglab: %(message)s"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from contextlib import nullcontext
 
 import lightning as L
@@ -21,6 +22,13 @@ from seglab.training.losses import SegLoss, distillation_loss
 from seglab.training.transfer import init_from
 
 log = logging.getLogger("seglab")
+
+# Lightning 2.6's own code calls a torch API that torch 2.14 deprecates: a warning on every
+# training or evaluation run that no seglab user can act on. Set here, where every Lightning
+# path of seglab (CLI, benchmarks, library calls) passes, rather than in the CLI alone.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
 
 
 def lr_factor(kind: str, progress: float, warmup: float = 0.05) -> float:
