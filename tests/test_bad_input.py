@@ -4,6 +4,7 @@ no traceback without --debug, and nothing earlier lost or overwritten."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -148,3 +149,42 @@ def test_predict_wrong_channels_and_corrupt_files_keep_good_outputs(
     assert (out / "earlier_mask.png").read_bytes() == b"kept"
     proc = run_cli("predict", trained_run, inputs / "two_channel.tiff", "--out", out)
     _assert_one_line_error(proc, "two_channel.tiff", "2 channels", "expects 3")
+
+
+@pytest.mark.parametrize(
+    "model, needle",
+    [
+        ({"options": {"no_such_option": 1}}, "model.options"),
+        ({"encoder_weights": "missing/weights.safetensors"}, "weights.safetensors"),
+    ],
+)
+def test_bad_model_setting_stops_training_before_any_run_is_written(
+    tmp_path, synth_root, trained_run, model, needle
+):
+    runs = trained_run.parent
+    before = _snapshot(runs)
+    cfg = tiny_config(synth_root, name="bad-model")
+    cfg["model"].update(model)
+    proc = run_cli("train", write_config(tmp_path / "c.yaml", cfg), "--runs-dir", runs)
+    _assert_one_line_error(proc, needle)
+    assert _snapshot(runs) == before and not (runs / "bad-model").exists()
+
+
+def test_failed_library_train_leaves_no_state_for_the_next(tmp_path, synth_root, monkeypatch):
+    """In one process (a notebook, a benchmark script) a train() that fails must not leave
+    its run directory in the environment, where the next train() would write into it."""
+    from seglab.config import config_from_dict
+    from seglab.errors import SeglabError
+    from seglab.training.train import RUN_ENV, train
+
+    monkeypatch.delenv(RUN_ENV, raising=False)
+    bad = tiny_config(synth_root, name="bad", train={"epochs": 1})
+    bad["model"]["options"] = {"no_such_option": 1}
+    with pytest.raises(SeglabError, match="model.options"):
+        train(config_from_dict(bad), tmp_path)
+    assert RUN_ENV not in os.environ
+    good = train(
+        config_from_dict(tiny_config(synth_root, name="good", train={"epochs": 1})), tmp_path
+    )
+    assert good == tmp_path / "good" and (good / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]

@@ -41,6 +41,14 @@ def test_registry_has_the_expected_architectures():
 
 
 @pytest.mark.parametrize("name", ARCHS)
+def test_unknown_model_option_names_the_key(name):
+    """SMP drops unknown keyword arguments for its own encoders: a typo in model.options
+    (decoder_channel for decoder_channels) would otherwise train a different model silently."""
+    with pytest.raises(SeglabError, match=r"model\.options.*decoder_channel\b"):
+        build_model(name, 3, 3, [0.0] * 3, [1.0] * 3, options={"decoder_channel": [8]})
+
+
+@pytest.mark.parametrize("name", ARCHS)
 @pytest.mark.parametrize("channels", [1, 4])
 def test_forward_backward_odd_size_and_roundtrip(tmp_path, name, channels):
     torch.manual_seed(0)

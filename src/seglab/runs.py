@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from logging.handlers import BufferingHandler
 from pathlib import Path
 
 import yaml
@@ -46,13 +49,47 @@ def write_yaml(path: Path, data) -> None:
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def add_file_log(path: Path) -> logging.Handler:
-    """Send seglab's and Lightning's log records to ``path`` too."""
-    h = logging.FileHandler(path)
-    h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("seglab", "lightning.pytorch", "lightning.fabric"):
+_LOGGERS = ("seglab", "lightning.pytorch", "lightning.fabric")
+
+
+@contextmanager
+def _attached(h: logging.Handler) -> Iterator[logging.Handler]:
+    for name in _LOGGERS:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:  # the run log records INFO even when used as a library
             logger.setLevel(logging.INFO)
         logger.addHandler(h)
-    return h
+    try:
+        yield h
+    finally:
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(h)
+        h.close()
+
+
+@contextmanager
+def held_log() -> Iterator[list[logging.LogRecord]]:
+    """Keep the log records of the block for a run log that is opened after it (``file_log``'s
+    ``earlier``): work that can still fail with a bad setting runs before the run directory
+    exists, and what it logged still reaches the run's log."""
+    records: list[logging.LogRecord] = []
+    with _attached(BufferingHandler(capacity=1 << 20)) as h:
+        try:
+            yield records
+        finally:
+            records.extend(h.buffer)  # closing the handler clears its buffer
+
+
+@contextmanager
+def file_log(path: Path | None, earlier: Sequence[logging.LogRecord] = ()) -> Iterator[None]:
+    """Send seglab's and Lightning's log records to ``path`` too while the block runs, after
+    the ``earlier`` ones (``path`` None: no file, e.g. on DDP ranks other than 0)."""
+    if path is None:
+        yield
+        return
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for record in earlier:
+        h.handle(record)
+    with _attached(h):
+        yield

@@ -32,7 +32,7 @@ from seglab.instance.data import (
     list_collate,
 )
 from seglab.instance.task import InstanceTask, category_ids, method_of
-from seglab.runs import add_file_log, new_run_dir, write_atomic, write_json, write_yaml
+from seglab.runs import file_log, new_run_dir, write_atomic, write_json, write_yaml
 
 log = logging.getLogger("seglab")
 
@@ -153,63 +153,58 @@ def train_instance(
             raise SeglabError(f"cannot resume {run_dir}: {ckpt_path} not found")
     else:
         run_dir = new_run_dir(runs_dir, cfg.name)
-    handler = add_file_log(run_dir / "train.log")
-    precision = resolve_precision(cfg.train.precision) if method == "boundary" else "fp32"
-    write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
-    log.info("run directory: %s (instance, %s, precision %s)", run_dir, method, precision)
-    for split, p in problems.items():
-        if any(p.values()):
-            log.info("split %s: bad annotations handled: %s", split, p)
-    workers = auto_workers(cfg.train.num_workers)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=cfg.train.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        drop_last=len(train_set) > cfg.train.batch_size,
-        collate_fn=list_collate,
-    )
-    val_loader = DataLoader(val_set, batch_size=1, collate_fn=list_collate)
-    best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/dsb_score",
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    cbs: list[Callback] = [
-        best,
-        InstanceRecorder(run_dir),
-        FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
-    ]
-    if cfg.train.max_minutes:
-        cbs.append(TimeBudget(cfg.train.max_minutes))
-    cbs += averaging(cfg)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision="bf16-mixed" if precision == "bf16" else "32-true",
-        max_epochs=cfg.train.epochs,
-        max_steps=cfg.train.max_steps or -1,
-        check_val_every_n_epoch=cfg.train.val_every,
-        num_sanity_val_steps=0,
-        logger=False,
-        default_root_dir=run_dir,
-        callbacks=cbs + list(callbacks or []),
-        log_every_n_steps=5,
-        enable_model_summary=False,
-    )
-    t0 = time.monotonic()
-    try:
+    with file_log(run_dir / "train.log"):
+        precision = resolve_precision(cfg.train.precision) if method == "boundary" else "fp32"
+        write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
+        log.info("run directory: %s (instance, %s, precision %s)", run_dir, method, precision)
+        for split, p in problems.items():
+            if any(p.values()):
+                log.info("split %s: bad annotations handled: %s", split, p)
+        workers = auto_workers(cfg.train.num_workers)
+        train_loader = DataLoader(
+            train_set,
+            batch_size=cfg.train.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=len(train_set) > cfg.train.batch_size,
+            collate_fn=list_collate,
+        )
+        val_loader = DataLoader(val_set, batch_size=1, collate_fn=list_collate)
+        best = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/dsb_score",
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        cbs: list[Callback] = [
+            best,
+            InstanceRecorder(run_dir),
+            FinalCheckpoint(run_dir / "checkpoints" / "last.ckpt"),
+        ]
+        if cfg.train.max_minutes:
+            cbs.append(TimeBudget(cfg.train.max_minutes))
+        cbs += averaging(cfg)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            precision="bf16-mixed" if precision == "bf16" else "32-true",
+            max_epochs=cfg.train.epochs,
+            max_steps=cfg.train.max_steps or -1,
+            check_val_every_n_epoch=cfg.train.val_every,
+            num_sanity_val_steps=0,
+            logger=False,
+            default_root_dir=run_dir,
+            callbacks=cbs + list(callbacks or []),
+            log_every_n_steps=5,
+            enable_model_summary=False,
+        )
+        t0 = time.monotonic()
         trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path)
-    finally:
-        for name in ("seglab", "lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).removeHandler(handler)
-        handler.close()
     write_json(
         run_dir / "summary.json",
         {

@@ -8,6 +8,7 @@ exported model needs nothing but the image.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ def _pretrained_error(encoder: str, err: Exception) -> SeglabError:
     )
 
 
+def _check_options(cls: type, options: dict) -> None:
+    """Refuse ``model.options`` keys that SMP's ``cls`` would ignore, naming the allowed ones."""
+    fixed = {"self", "encoder_name", "encoder_weights", "in_channels", "classes", "kwargs"}
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
+    if "encoder_output_stride" in allowed:
+        allowed.append("output_stride")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SeglabError(
+            f"model.options.{unknown[0]} is not an option of {cls.__name__}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
 def _smp(cls_name: str) -> Callable[..., nn.Module]:
     """A builder for the segmentation-models-pytorch architecture ``cls_name``."""
 
@@ -63,6 +78,8 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
         import segmentation_models_pytorch as smp
 
         cls = getattr(smp, cls_name)
+        if not encoder.startswith("tu-"):  # SMP passes unknown keys to timm encoders only and
+            _check_options(cls, options)  # drops them silently for its own: a typo would vanish
         if "output_stride" in options:  # friendlier name for DeepLab's encoder_output_stride
             options["encoder_output_stride"] = options.pop("output_stride")
         weights = "imagenet" if encoder_weights == "imagenet" else None

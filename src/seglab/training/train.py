@@ -7,6 +7,8 @@ import io
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +25,7 @@ from seglab.data.dataset import DatasetDefinition, class_weights_from
 from seglab.data.module import SegDataModule
 from seglab.errors import SeglabError
 from seglab.inference.predictor import resolve_precision
-from seglab.runs import add_file_log, new_run_dir, write_atomic, write_json, write_yaml
+from seglab.runs import file_log, held_log, new_run_dir, write_atomic, write_json, write_yaml
 from seglab.training.task import SegmentationTask
 
 log = logging.getLogger("seglab")
@@ -140,6 +142,53 @@ def _trainer(cfg: Config, run_dir: Path, precision: str, callbacks: list) -> L.T
     )
 
 
+@contextmanager
+def _run_env(run_dir: Path) -> Iterator[None]:
+    """Name the run directory in the environment while training: DDP workers started by
+    ``trainer.fit`` re-run the command and must write into the same run."""
+    previous = os.environ.get(RUN_ENV)
+    os.environ[RUN_ENV] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ENV, None)
+        else:
+            os.environ[RUN_ENV] = previous
+
+
+def _callbacks(cfg: Config, run_dir: Path, classes: list[str]) -> list[Callback]:
+    """Checkpoints (best by validation mIoU first), the run's records and the stop rules."""
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/mIoU",
+            mode="max",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
+        # Lightning's save_last only refreshes last.ckpt when best.ckpt is written; --resume
+        # needs the latest epoch, so a second checkpoint writes it after every epoch
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+        RunRecorder(run_dir, classes),
+    ]
+    if cfg.train.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping("val/mIoU", mode="max", patience=cfg.train.early_stopping_patience)
+        )
+    if cfg.train.max_minutes:
+        callbacks.append(TimeBudget(cfg.train.max_minutes))
+    return callbacks + averaging(cfg)
+
+
 def check_teacher(teacher: Path, classes: list[str]) -> None:
     """The distillation teacher is a readable seglab checkpoint with the same classes."""
     from seglab.inference.predictor import read_checkpoint, resolve_checkpoint
@@ -186,6 +235,10 @@ def train(
     if cfg.distill is not None:  # a bad teacher stops here, before the run directory exists
         check_teacher(cfg.distill.teacher, definition.classes)
 
+    # The model is built before the run directory: a bad model setting stops with nothing written
+    with held_log() as setup_log:
+        task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights)
+
     ckpt_path = None
     if resume is not None:
         run_dir = resume
@@ -196,68 +249,26 @@ def train(
         run_dir = Path(os.environ[RUN_ENV])
     else:
         run_dir = new_run_dir(runs_dir, cfg.name)
-    previous_env = os.environ.get(RUN_ENV)
-    os.environ[RUN_ENV] = str(run_dir)  # for DDP workers started by trainer.fit; restored below
     rank0 = (
         int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
     )
-    handler = add_file_log(run_dir / "train.log") if rank0 else None
-
     precision = resolve_precision(cfg.train.precision)
-    if rank0:
-        write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
-        log.info("run directory: %s", run_dir)
-        log.info(
-            "precision: %s%s (CPU bf16 support: %s)",
-            precision,
-            " + channels_last" if cfg.train.channels_last else "",
-            "yes" if precision == "bf16" else "no or not requested",
-        )
-        if isinstance(cfg.loss.class_weights, str):
-            log.info("%s class weights: %s", cfg.loss.class_weights, weights)
-    task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights)
-    extra = callbacks or []
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/mIoU",
-            mode="max",
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        ),
-        # Lightning's save_last only refreshes last.ckpt when best.ckpt is written; --resume
-        # needs the latest epoch, so a second checkpoint writes it after every epoch
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="last",
-            save_top_k=1,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        ),
-        RunRecorder(run_dir, definition.classes),
-    ]
-    if cfg.train.early_stopping_patience:
-        callbacks.append(
-            EarlyStopping("val/mIoU", mode="max", patience=cfg.train.early_stopping_patience)
-        )
-    if cfg.train.max_minutes:
-        callbacks.append(TimeBudget(cfg.train.max_minutes))
-    callbacks += averaging(cfg)
-    trainer = _trainer(cfg, run_dir, precision, callbacks + list(extra))
-    t0 = time.monotonic()
-    try:
+    callbacks = _callbacks(cfg, run_dir, definition.classes) + list(callbacks or [])
+    with _run_env(run_dir), file_log(run_dir / "train.log" if rank0 else None, setup_log):
+        if rank0:
+            write_yaml(run_dir / "config.yaml", config_to_dict(cfg))
+            log.info("run directory: %s", run_dir)
+            log.info(
+                "precision: %s%s (CPU bf16 support: %s)",
+                precision,
+                " + channels_last" if cfg.train.channels_last else "",
+                "yes" if precision == "bf16" else "no or not requested",
+            )
+            if isinstance(cfg.loss.class_weights, str):
+                log.info("%s class weights: %s", cfg.loss.class_weights, weights)
+        trainer = _trainer(cfg, run_dir, precision, callbacks)
+        t0 = time.monotonic()
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
-    finally:
-        if previous_env is None:
-            os.environ.pop(RUN_ENV, None)
-        else:
-            os.environ[RUN_ENV] = previous_env
-        if handler:
-            for name in ("seglab", "lightning.pytorch", "lightning.fabric"):
-                logging.getLogger(name).removeHandler(handler)
-            handler.close()
     if trainer.global_rank == 0:
         best = callbacks[0]
         summary = {
