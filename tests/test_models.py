@@ -170,6 +170,8 @@ def test_models_command_lists_every_architecture_with_its_default_encoder():
     for name in MODELS:
         assert name in r.stdout
     assert "encoder='resnet18'" in r.stdout and "encoder='hrnet_w18'" in r.stdout
+    # SMP architectures list the options the builder accepts (the ones its error names)
+    assert "decoder_atrous_rates" in r.stdout and "decoder_attention_type" in r.stdout
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -637,7 +637,7 @@ def models(
     """
     import inspect
 
-    from seglab.models.registry import MODELS
+    from seglab.models.registry import MODELS, smp_options
 
     if encoders is not None:
         import fnmatch
@@ -685,8 +685,8 @@ def models(
             for p in list(sig.parameters.values())[2:]
             if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "encoder_weights"
         ]
-        if name not in ("segnet", "hrnet", "lraspp", "fcn"):
-            opts.append("+ the SMP class's arguments")
+        if smp_class := getattr(spec.builder, "smp_class", None):
+            opts += smp_options(smp_class)
         t.add_row(name, spec.summary, ", ".join(opts))
     out_console.print(t)
 

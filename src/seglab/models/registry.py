@@ -51,17 +51,27 @@ def _pretrained_error(encoder: str, err: Exception) -> SeglabError:
     )
 
 
-def _check_options(cls: type, options: dict) -> None:
-    """Refuse ``model.options`` keys that SMP's ``cls`` would ignore, naming the allowed ones."""
+def smp_options(cls_name: str) -> list[str]:
+    """The ``model.options`` keys SMP's architecture ``cls_name`` takes (its constructor's
+    arguments but those seglab sets itself, plus the ``output_stride`` alias)."""
+    import segmentation_models_pytorch as smp
+
     fixed = {"self", "encoder_name", "encoder_weights", "in_channels", "classes", "kwargs"}
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
+    params = inspect.signature(getattr(smp, cls_name).__init__).parameters
+    allowed = [p for p in params if p not in fixed]
     if "encoder_output_stride" in allowed:
         allowed.append("output_stride")
+    return sorted(allowed)
+
+
+def _check_options(cls_name: str, options: dict) -> None:
+    """Refuse ``model.options`` keys that SMP would ignore, naming the allowed ones."""
+    allowed = smp_options(cls_name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise SeglabError(
-            f"model.options.{unknown[0]} is not an option of {cls.__name__}; "
-            f"allowed: {', '.join(sorted(allowed))}"
+            f"model.options.{unknown[0]} is not an option of {cls_name}; "
+            f"allowed: {', '.join(allowed)}"
         )
 
 
@@ -78,8 +88,9 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
         import segmentation_models_pytorch as smp
 
         cls = getattr(smp, cls_name)
-        if not encoder.startswith("tu-"):  # SMP passes unknown keys to timm encoders only and
-            _check_options(cls, options)  # drops them silently for its own: a typo would vanish
+        if not encoder.startswith("tu-"):
+            # SMP passes unknown keys to timm encoders and drops them silently for its own
+            _check_options(cls_name, options)
         if "output_stride" in options:  # friendlier name for DeepLab's encoder_output_stride
             options["encoder_output_stride"] = options.pop("output_stride")
         weights = "imagenet" if encoder_weights == "imagenet" else None
@@ -106,6 +117,7 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
                 f"options {options}: {err}"
             ) from None
 
+    build.smp_class = cls_name  # for smp_options (seglab models lists them)
     return build
 
 
