@@ -685,8 +685,8 @@ def models(
             for p in list(sig.parameters.values())[2:]
             if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "encoder_weights"
         ]
-        if smp_class := getattr(spec.builder, "smp_class", None):
-            opts += smp_options(smp_class)
+        if spec.smp_class:
+            opts += smp_options(spec.smp_class)
         t.add_row(name, spec.summary, ", ".join(opts))
     out_console.print(t)
 

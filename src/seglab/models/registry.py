@@ -27,6 +27,7 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     stride: int
     summary: str
+    smp_class: str | None = None  # the SMP architecture behind the builder, if any
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -87,7 +88,6 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
     ) -> nn.Module:
         import segmentation_models_pytorch as smp
 
-        cls = getattr(smp, cls_name)
         if not encoder.startswith("tu-"):
             # SMP passes unknown keys to timm encoders and drops them silently for its own
             _check_options(cls_name, options)
@@ -97,7 +97,7 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
         if weights and encoder.startswith("tu-"):
             weights = True  # SMP's switch for timm's own pretrained weights
         try:
-            return cls(
+            return getattr(smp, cls_name)(
                 encoder_name=encoder,
                 encoder_weights=weights,
                 in_channels=in_channels,
@@ -117,7 +117,6 @@ def _smp(cls_name: str) -> Callable[..., nn.Module]:
                 f"options {options}: {err}"
             ) from None
 
-    build.smp_class = cls_name  # for smp_options (seglab models lists them)
     return build
 
 
@@ -133,7 +132,7 @@ for _name, _cls, _summary in (
         "DeepLab v3+: ASPP + low-level decoder, output_stride 8 or 16 (SMP)",
     ),
 ):
-    MODELS[_name] = ModelSpec(_smp(_cls), 32, _summary)
+    MODELS[_name] = ModelSpec(_smp(_cls), 32, _summary, smp_class=_cls)
 
 
 @register("fcn", stride=32, summary="FCN-32s/16s/8s skip fusion on any SMP/timm encoder (ours)")
