@@ -206,6 +206,19 @@ def test_base_scale_trains_on_the_pixels_inference_sees(scale, monkeypatch):
     assert m.shape == img.shape[:2] and np.unique(m).tolist() == [1]
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.75])
+def test_base_scale_keeps_mask_on_its_image(scale):
+    """The mask is resized with the image's pixel centres: the class of every resized mask
+    pixel is the side of mid-grey its resized image pixel falls on, for a grey image of the
+    mask's stripes (OpenCV's INTER_NEAREST samples each output pixel's top-left source
+    pixel instead: the mask shifts up-left, and 20% / 7% of these pixels disagree)."""
+    x = np.arange(480)
+    mask = np.broadcast_to(((x + 5) // 10 % 2).astype(np.uint8), (360, 480)).copy()
+    image = np.repeat((mask * 255)[..., None], 3, axis=2)
+    img, m = PairTransform(AugmentConfig(), 255, base_scale=scale)(image, mask)
+    assert np.array_equal(m, (img[..., 0] > 127).astype(np.uint8))
+
+
 def test_crop_pads_small_images_and_keeps_channels():
     """A crop larger than the image pads with 0 / the ignore index; 5-channel images go
     through OpenCV's warps (at most 4 channels at a time) whole."""
@@ -246,3 +259,55 @@ def test_forked_loader_processes_run_opencv_on_one_thread():
         threads = pool.map_async(_child_opencv_threads, [0]).get(timeout=60)
     assert threads == [1]
     assert cv2.getNumThreads() == 2
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_mixed_image_sizes_without_crop_are_refused_before_training(tmp_path, cache):
+    """Whole images of two sizes cannot be batched: a one-line error naming the fix, also
+    with data.cache off (sizes from the file headers, EXIF orientation included), rather
+    than torch's collate traceback at the first batch."""
+    import cv2
+    from conftest import tiny_config
+    from PIL import Image
+
+    from seglab.config import config_from_dict
+    from seglab.data.module import SegDataModule
+    from seglab.errors import SeglabError
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for stem, (h, w) in {"a": (32, 48), "b": (24, 40)}.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{stem}.png"), np.zeros((h, w, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{stem}.png"), np.zeros((h, w), np.uint8))
+    cfg = config_from_dict(tiny_config(tmp_path, data={"cache": cache}))
+    definition = DatasetDefinition.from_config(cfg.data)
+    with pytest.raises(SeglabError, match="2 different sizes; set augment.crop"):
+        SegDataModule(cfg, definition, eval_split=None)
+    # a portrait phone photo: landscape pixels + EXIF orientation 6 read as 48 x 32
+    (tmp_path / "images" / "b.png").unlink()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "images" / "b.jpg", exif=exif)
+    cv2.imwrite(str(tmp_path / "masks" / "b.png"), np.zeros((48, 32), np.uint8))
+    with pytest.raises(SeglabError, match="2 different sizes"):
+        SegDataModule(cfg, DatasetDefinition.from_config(cfg.data), eval_split=None)
+
+
+def test_median_frequency_leaves_ignored_pixels_out():
+    """freq(c) divides by the labelled pixels of the images holding c: an image half void
+    does not make its classes look rarer than they are in what the loss sees."""
+    from types import SimpleNamespace
+
+    masks = [np.array([[0, 0, 255, 255]], np.uint8), np.array([[0, 0, 1, 1]], np.uint8)]
+
+    class TwoMasks:
+        definition = SimpleNamespace(num_classes=2)
+
+        def __len__(self):
+            return 2
+
+        def load(self, i):
+            return None, masks[i]
+
+    # freq 0 = 4 / 6, freq 1 = 2 / 4, median 7 / 12 -> weights 0.875 and 7 / 6
+    np.testing.assert_allclose(class_weights_from(TwoMasks()), [0.875, 7 / 6])

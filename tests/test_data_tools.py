@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -282,3 +283,23 @@ def test_convert_refuses_non_empty_output_and_leaves_nothing_on_error(synth, tmp
     with pytest.raises(SeglabError, match="val_0009.png has values 9"):
         convert_dataset(d, fresh)
     assert not fresh.exists() and not list(tmp_path.glob(".fresh*"))
+
+
+def test_split_refuses_layouts_that_would_not_read_the_lists(tmp_path, synth):
+    """`seglab data split` writes <root>/<split>.txt stem lists; a layout that reads its
+    splits another way (CamVid's IMAGE MASK lines, images/<split>/ sub-folders) would ignore
+    or misread them: a one-line error pointing at `seglab data convert`, nothing written."""
+    camvid = tmp_path / "camvid"
+    (camvid / "train").mkdir(parents=True)
+    with pytest.raises(SeglabError, match="camvid layout .* does not read split lists; convert"):
+        make_splits(DatasetDefinition.from_config(DataConfig(format="camvid", root=camvid)))
+    nested = tmp_path / "nested"
+    for sub in ("images", "masks"):
+        (nested / sub / "train").mkdir(parents=True)
+        for p in sorted((synth / sub).glob("train_*.png")):
+            shutil.copy(p, nested / sub / "train" / p.name)
+    d = _definition(nested)
+    assert len(SegDataset(d, "train", cache=False)) == 8
+    with pytest.raises(SeglabError, match=r"holds no images \(split sub-folders\?\)"):
+        make_splits(d)
+    assert not list(nested.glob("*.txt"))

@@ -184,6 +184,37 @@ def test_unknown_colour_names_file_colour_and_count(tmp_path):
     assert isinstance(e.value, SeglabError) and "\n" not in msg
 
 
+def write_palette(path: Path, idx: np.ndarray, colours: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.frombytes("P", idx.shape[::-1], np.ascontiguousarray(idx).tobytes())
+    im.putpalette([v for c in colours for v in c] + [0, 0, 0] * (256 - len(colours)))
+    im.save(path)
+    return path
+
+
+def test_palette_mask_gives_its_indices(tmp_path):
+    """labelme's label.png and VOC's masks are palette PNGs; OpenCV alone would expand them to
+    colours, which data.colors need not hold (index 0 is black here, no class colour)."""
+    idx = RNG.integers(0, 2, (H, W)).astype(np.uint8)
+    idx[0, 0], idx[0, 1] = 1, 255  # a 255 (VOC's border) is ignored, not class 1
+    palette = [(0, 0, 0), (128, 0, 0)] + [(9, 9, 9)] * 253 + [(224, 224, 192)]
+    p = write_palette(tmp_path / "masks" / "a.png", idx, palette)
+    d = definition(tmp_path, ["background", "cat"], colors=[(1, 2, 3), (4, 5, 6)])
+    np.testing.assert_array_equal(folder.read_mask(item(p), d), idx)
+    # indices that are no classes: the palette's colours are the class colours
+    p2 = write_palette(tmp_path / "masks" / "b.png", idx + 7, [(0, 0, 0)] * 7 + COLORS[1:])
+    d2 = definition(tmp_path, NAMES, colors=COLORS)
+    np.testing.assert_array_equal(folder.read_mask(item(p2), d2), np.where(idx == 255, 0, idx + 1))
+
+
+def test_palette_mask_with_classes_file_is_read_by_colour(tmp_path):
+    idx = RNG.integers(0, 3, (H, W)).astype(np.uint8)
+    p = write_palette(tmp_path / "masks" / "a.png", idx, COLORS[::-1])  # other index order
+    rows = [f"{n},{r},{g},{b}" for n, (r, g, b) in zip(NAMES, COLORS, strict=True)]
+    (tmp_path / "classes.csv").write_text("\n".join(rows) + "\n")
+    np.testing.assert_array_equal(folder.read_mask(item(p), definition(tmp_path, NAMES)), 2 - idx)
+
+
 def test_grey_class_colours_in_a_three_channel_mask(tmp_path):
     """A colour-coded mask that happens to hold only grey colours is still a colour mask."""
     colors = [(0, 0, 0), (128, 128, 128), (64, 0, 128)]
@@ -261,6 +292,31 @@ def test_read_image_any_every_format(tmp_path):
             assert np.abs(img.astype(int) - expected).mean() < 8, name
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_exif_orientation_is_applied(tmp_path, suffix):
+    """Phone photos store portrait pictures as landscape pixels plus an EXIF orientation tag:
+    the image is read upright, as Pillow's exif_transpose (and viewers, labelling tools) show
+    it, for each of the 8 orientations."""
+    from PIL import ImageOps
+
+    pixels = np.zeros((48, 80, 3), np.uint8)  # blocks, so lossy coding keeps the layout
+    pixels[:16, :40] = (250, 0, 0)
+    pixels[16:, 40:] = (0, 0, 250)
+    pixels[:, 70:, 1] = 250
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}{suffix}"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(pixels).save(path, exif=exif, quality=95)
+        with Image.open(path) as im:
+            upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB")).astype(int)
+        img = read_image_any(path)
+        assert img.shape == upright.shape, orientation
+        assert np.abs(img.astype(int) - upright).mean() < 4, orientation
+        if orientation in (5, 6, 7, 8):
+            assert img.shape[:2] == (80, 48)
+
+
 def test_read_image_any_tiff_channel_layouts(tmp_path):
     c5 = RNG.integers(0, 256, (5, H, W), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "pages.tif", c5)  # one page per channel (axes QYX)
@@ -324,9 +380,34 @@ def test_list_split_still_raises_on_shared_stems(tmp_path):
     with pytest.raises(SeglabError, match="share the stem 'a'"):
         folder.list_split(tmp_path, "train")
     (tmp_path / "images" / "a.jpg").unlink()
-    (tmp_path / "val.txt").write_text("a\nb\n")
+    (tmp_path / "val.txt").write_text("b\n")
     with pytest.raises(SeglabError, match=r"val\.txt: no image with stem 'b'"):
         folder.list_split(tmp_path, "val")
     assert folder.list_split(tmp_path, "test") == []
     [it] = folder.list_split(tmp_path, "train")
     assert it == Item(tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
+
+
+def test_split_list_stems_may_hold_dots(tmp_path):
+    """``seglab data split`` writes stems without a suffix: ``frame.0001`` is a stem, not
+    ``frame`` with the suffix ``.0001``; ``b.png`` in a list still names the stem ``b``."""
+    for stem in ("frame.0001", "frame.0002", "b"):
+        write_rgb(tmp_path / "images" / f"{stem}.png", np.zeros((H, W, 3), np.uint8))
+    (tmp_path / "train.txt").write_text("frame.0001\nframe.0002\n")
+    (tmp_path / "val.txt").write_text("b.png\n")
+    assert [it.image.name for it in folder.list_split(tmp_path, "train")] == [
+        "frame.0001.png",
+        "frame.0002.png",
+    ]
+    assert [it.image.name for it in folder.list_split(tmp_path, "val")] == ["b.png"]
+
+
+def test_train_without_a_list_leaves_out_val_and_test_images(tmp_path):
+    """With val.txt / test.txt but no train.txt, train is the other images: validation and
+    test images must not leak into training (their scores would be inflated)."""
+    for stem in "abcd":
+        write_rgb(tmp_path / "images" / f"{stem}.png", np.zeros((H, W, 3), np.uint8))
+    (tmp_path / "val.txt").write_text("c\n")
+    (tmp_path / "test.txt").write_text("d.png\n")
+    assert [it.image.stem for it in folder.list_split(tmp_path, "train")] == ["a", "b"]
+    assert [it.image.stem for it in folder.list_split(tmp_path, "val")] == ["c"]

@@ -211,7 +211,8 @@ ENET_C = 1.02
 def median_frequency_weights(counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
     """SegNet's median frequency balancing: ``median(freq) / freq(c)``.
 
-    ``freq(c)`` = pixels of class c / total pixels of the images where c is present.
+    ``freq(c)`` = pixels of class c / labelled pixels of the images where c is present
+    (ignored pixels count in neither, as in the loss these weights scale).
     """
     freq = np.where(image_pixels > 0, counts / np.maximum(image_pixels, 1), 0.0)
     med = np.median(freq[freq > 0]) if (freq > 0).any() else 1.0
@@ -237,7 +238,7 @@ def class_weights_from(dataset: SegDataset, scheme: str = "median_frequency") ->
         _, mask = dataset.load(i)
         c = np.bincount(mask.ravel(), minlength=256)[:n]
         counts += c
-        present_pixels += np.where(c > 0, mask.size, 0)
+        present_pixels += np.where(c > 0, c.sum(), 0)  # labelled pixels: ignore left out
     if scheme == "inverse_log":
         return inverse_log_weights(counts)
     return median_frequency_weights(counts, present_pixels)

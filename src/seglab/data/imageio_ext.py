@@ -45,10 +45,38 @@ def _hwc(img: np.ndarray) -> np.ndarray:
     return img[:, :, None] if img.ndim == 2 else img
 
 
+#: suffixes whose files carry a camera's EXIF orientation (phones store portrait photos as
+#: landscape pixels plus a tag); OpenCV's IMREAD_UNCHANGED ignores the tag
+_EXIF = (".jpg", ".jpeg", ".webp")
+_EXIF_ORIENTATION = 0x0112
+#: EXIF orientation -> the array operation that makes the image upright (Pillow's
+#: ImageOps.exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90
+#: clockwise, 7 transverse, 8 rotate 90 counter-clockwise)
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _exif_orientation(path: Path) -> int:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except (UnidentifiedImageError, OSError, ValueError, TypeError):
+        return 1  # no readable tag: as stored (OpenCV reports an undecodable file)
+
+
 def _read_cv2(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise _undecodable(path)
+    if path.suffix.lower() in _EXIF and (turn := _UPRIGHT.get(_exif_orientation(path))):
+        img = np.ascontiguousarray(turn(img))  # as viewers and labelling tools show it
     img = _to_uint8(img)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -104,10 +132,26 @@ def _read_tiff(path: Path) -> np.ndarray:
     return np.ascontiguousarray(_to_uint8(arr))
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`read_image_any` returns it, from the file's
+    header where Pillow reads it (EXIF orientation applied), else by decoding the image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return read_image_any(path).shape[:2]
+    if path.suffix.lower() in _EXIF and _exif_orientation(path) in (5, 6, 7, 8):
+        return w, h
+    return h, w
+
+
 def read_image_any(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x C`` uint8, channels in file order (RGB, RGBA, grey C=1).
 
-    * PNG, JPEG, WebP, BMP: OpenCV (BGR converted to RGB).
+    * PNG, JPEG, WebP, BMP: OpenCV (BGR converted to RGB); a JPEG or WebP with an EXIF
+      orientation tag (phone photos) is turned upright, as image viewers and labelling tools
+      (labelme, CVAT) show it and its masks are drawn.
     * GIF: the first frame through Pillow (RGB, RGBA when it has transparency, or grey).
     * TIFF: OpenCV for plain grey/RGB/RGBA pages; tifffile for more than 4 channels,
       planar channels (axes ``SYX``/``CYX``) or one page per channel (``tifffile.imwrite``

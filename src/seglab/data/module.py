@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from seglab.config import Config
 from seglab.data.dataset import DatasetDefinition, SegDataset
+from seglab.data.imageio_ext import image_size
 from seglab.data.transforms import PairTransform
 from seglab.errors import SeglabError
 
@@ -84,9 +85,12 @@ class SegDataModule(L.LightningDataModule):
             self.eval_set = SegDataset(definition, eval_split, cache=cfg.data.cache)
 
     def _check_batchable(self, ds: SegDataset) -> None:
-        if self.cfg.augment.crop or self.cfg.train.batch_size == 1 or not self.cfg.data.cache:
+        if self.cfg.augment.crop or self.cfg.train.batch_size == 1:
             return
-        sizes = {ds.load(i)[0].shape[:2] for i in range(len(ds))}
+        if self.cfg.data.cache:  # decoded already
+            sizes = {ds.load(i)[0].shape[:2] for i in range(len(ds))}
+        else:  # from the file headers, before the loader's collate fails on the first batch
+            sizes = {image_size(it.image) for it in ds.pairs}
         if len(sizes) > 1:
             raise SeglabError(
                 f"split '{ds.split}' has images of {len(sizes)} different sizes; set augment.crop "

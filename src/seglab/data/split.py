@@ -35,6 +35,28 @@ from seglab.errors import SeglabError
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
+#: formats that read a split from ``<root>/<split>.txt``, one stem per line: the lists
+#: :func:`write_splits` writes (the other layouts name their splits their own way)
+LIST_FORMATS = ("folder", "dsb2018")
+
+
+def _check_listable(d: DatasetDefinition) -> None:
+    """Refuse a layout that would not read the lists ``seglab data split`` writes."""
+    convert = (
+        f"convert it first (seglab data convert {d.root} --out DIR, a flat folder layout) "
+        "and split DIR/dataset.yaml"
+    )
+    if d.format not in LIST_FORMATS:
+        raise SeglabError(f"the {d.format} layout of {d.root} does not read split lists; {convert}")
+    img_dir = d.root / "images"
+    if d.format == "folder" and not (
+        img_dir.is_dir()
+        and any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in img_dir.iterdir())
+    ):
+        raise SeglabError(
+            f"{img_dir} holds no images (split sub-folders?): split lists name the files of "
+            f"images/ and masks/; {convert}"
+        )
 
 
 def split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
@@ -85,16 +107,12 @@ def _collect(
     if isinstance(source, DatasetDefinition):
         d = source
         ignore = d.ignore_index if ignore_index is None else ignore_index
-        img_dir = d.root / "images"
-        files = (
-            sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if d.format == "folder" and img_dir.is_dir()
-            else []
-        )
-        if files:
-            # the folder format: every image of images/, whatever lists exist
+        if d.format == "folder":  # every image of images/, whatever lists exist
+            files = (d.root / "images").iterdir()
             entries: list[tuple[str, Item]] = [
-                (p.stem, Item(p, _find_mask(d.root / "masks", p.stem))) for p in files
+                (p.stem, Item(p, _find_mask(d.root / "masks", p.stem)))
+                for p in sorted(files)
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
             ]
         else:
             by_split, _ = available_splits(d, None)
@@ -151,9 +169,10 @@ def make_splits(
 ) -> dict[str, list[str]]:
     """Split the labelled images of ``source`` into ``names`` (sorted stem lists).
 
-    ``source``: a :class:`DatasetDefinition` (folder format: every image of ``images/`` with
-    its mask in ``masks/``, whatever split lists exist; other formats: the union of their
-    existing splits; images without a mask are left out) or ``(stem, mask path)`` pairs
+    ``source``: a :class:`DatasetDefinition` of a layout that reads ``<root>/<split>.txt``
+    (:data:`LIST_FORMATS`; SeglabError for the others; folder format: every image of
+    ``images/`` with its mask in ``masks/``, whatever split lists exist; dsb2018: the union of
+    its existing splits; images without a mask are left out) or ``(stem, mask path)`` pairs
     (a None mask counts as an image without classes). ``ignore_index`` defaults to the
     definition's (255 for pairs). Same inputs and seed give the same splits; the method is
     described in this module's docstring.
@@ -163,6 +182,8 @@ def make_splits(
             f"need one unique split name per fraction; got names {list(names)} "
             f"for fractions {list(fractions)}"
         )
+    if isinstance(source, DatasetDefinition):
+        _check_listable(source)
     stems, classes = _collect(source, ignore_index, progress)
     if not stems:
         where = source.root if isinstance(source, DatasetDefinition) else "the given pairs"

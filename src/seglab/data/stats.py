@@ -145,7 +145,7 @@ def dataset_stats(
                 bc = np.bincount(mask.ravel(), minlength=256)
                 c = bc[:n].astype(np.int64)
                 counts += c
-                present_pixels += np.where(c > 0, mask.size, 0)
+                present_pixels += np.where(c > 0, c.sum(), 0)
                 class_images += c > 0
                 ignore_pixels += int(bc[ignore])
             done += 1

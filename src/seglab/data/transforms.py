@@ -114,7 +114,8 @@ class PairTransform:
         t = scale_input(t, self.base_scale)
         image = t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
         if mask is not None:
-            mask = cv2.resize(mask, (t.shape[-1], t.shape[-2]), interpolation=cv2.INTER_NEAREST)
+            size = (t.shape[-1], t.shape[-2])  # pixel centres aligned, as the image filter
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST_EXACT)
         return image, mask
 
     def _affine(self, image, mask):

@@ -2,7 +2,8 @@
 
 A split is found, in order, from ``data.splits[split]`` (a list file of stems, or a
 sub-folder holding ``images/`` + ``masks/``), ``<root>/<split>.txt``,
-``<root>/images/<split>/`` (+ ``masks/<split>/``), or, for ``train`` only, all of ``images/``.
+``<root>/images/<split>/`` (+ ``masks/<split>/``), or, for ``train`` only, all of ``images/``
+but the stems listed in ``<root>/val.txt`` and ``<root>/test.txt``.
 
 Masks may be index masks (one class index per pixel), 0/255 binary masks (data sets with
 two classes) or RGB colour-coded masks; see :func:`read_mask`. Class names and colours can
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from seglab.data.formats import FormatDefaults, Item
 from seglab.data.io import IMAGE_SUFFIXES, as_uint8_mask
@@ -94,21 +96,37 @@ def _scan_pairs(
     return scan
 
 
+def _list_stem(line: str) -> str:
+    """A split-list entry as a stem: ``a.png`` or ``images/a.png`` -> ``a``; a stem with dots
+    (``frame.0001``, as ``seglab data split`` writes it) stays whole."""
+    p = Path(line)
+    return p.stem if p.suffix.lower() in SUFFIXES else p.name
+
+
 def scan_split(root: Path, split: str, spec: str | None = None) -> SplitScan:
     """Find split ``split`` like :func:`list_split`, recording problems instead of raising."""
     candidates = [root / spec] if spec else [root / f"{split}.txt", root / "images" / split]
     for c in candidates:
         if c.is_file():
             stems = [ln.strip() for ln in c.read_text().splitlines() if ln.strip()]
-            stems = [Path(s).stem for s in stems]
+            stems = [_list_stem(s) for s in stems]
             return _scan_pairs(root / "images", root / "masks", stems, c)
         if c.is_dir():
             if (c / "images").is_dir():
                 return _scan_pairs(c / "images", c / "masks", None, c)
             return _scan_pairs(c, root / "masks" / c.name, None, c)
-    if split == "train" and not spec:
+    if split == "train" and not spec:  # every image but those of root/val.txt, root/test.txt
         source = root / "images" if (root / "images").is_dir() else None
-        return _scan_pairs(root / "images", root / "masks", None, source)
+        scan = _scan_pairs(root / "images", root / "masks", None, source)
+        held_out = {
+            _list_stem(ln.strip())
+            for f in (root / "val.txt", root / "test.txt")
+            if f.is_file()
+            for ln in f.read_text().splitlines()
+            if ln.strip()
+        }
+        scan.items = [it for it in scan.items if Path(it.image).stem not in held_out]
+        return scan
     return SplitScan([], None, root / "images", root / "masks")
 
 
@@ -297,6 +315,23 @@ def _map_colors(rgb: np.ndarray, definition: DatasetDefinition, path: Path) -> n
 # --------------------------------------------------------------------------- masks
 
 
+def _palette_indices(path: Path, definition: DatasetDefinition) -> np.ndarray | None:
+    """The indices of a palette PNG when they are the classes (see :func:`read_mask`), else
+    None: the file is then decoded by OpenCV, which expands a palette to its colours."""
+    if path.suffix.lower() != ".png" or _class_file(definition.root) is not None:
+        return None
+    try:
+        with Image.open(path) as im:
+            if im.mode != "P":
+                return None
+            m = np.array(im)
+    except (UnidentifiedImageError, OSError):
+        return None  # OpenCV's decoder reports it
+    values = np.flatnonzero(np.bincount(m.ravel(), minlength=256))
+    valid = (values < definition.num_classes) | (values == definition.ignore_index)
+    return m if valid.all() else None
+
+
 def read_mask(item: Item, definition: DatasetDefinition) -> np.ndarray:
     """Read ``item.mask`` as ``H x W`` uint8 class indices (ignored pixels =
     ``definition.ignore_index``). The file is decoded once; its encoding is told apart by:
@@ -320,13 +355,20 @@ def read_mask(item: Item, definition: DatasetDefinition) -> np.ndarray:
        stored with 3 equal channels whose values are not all class indices (or
        ``ignore_index``) but are all class colours (v, v, v) is read as a colour mask.
 
+    Palette PNGs (labelme's ``label.png``, VOC's SegmentationClass) hold an index per pixel
+    and a colour per index: without a classes file their indices are read as an index mask
+    when all of them are class indices (or ``ignore_index``), else their colours as a colour
+    mask; with a classes file, always their colours.
+
     Missing or undecodable files raise SeglabError naming the file; class values outside
     the declared classes are left for :func:`seglab.data.io.check_mask` to report.
     """
     path = Path(item.mask)
     if not path.is_file():
         raise SeglabError(f"mask {path} is missing; add it or remove its image from the split")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    raw = _palette_indices(path, definition)
+    if raw is None:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise SeglabError(f"mask {path} cannot be decoded (corrupt or unsupported); replace it")
     three = raw.ndim == 3 and raw.shape[2] >= 3
