@@ -56,6 +56,13 @@ def test_set_overrides_are_typed_and_validated(tmp_path):
         load_config(p, ["train.epochz=7"])
     with pytest.raises(SeglabError, match=r"key=value"):
         load_config(p, ["train.epochs"])
+    # a value that is not YAML names the key and shows the form
+    with pytest.raises(SeglabError, match=r"--set augment\.crop: '\[256,256' is not a valid"):
+        load_config(p, ["augment.crop=[256,256"])
+    # an optional section set to null in the file can still be set from the command line
+    q = _write(tmp_path, "data: {format: folder, root: .}\ndistill: null\n")
+    assert load_config(q).distill is None
+    assert str(load_config(q, ["distill.teacher=runs/big"]).distill.teacher) == "runs/big"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli, tiny_config, write_config
+from PIL import Image
 
 
 def test_ddp_train_and_evaluate_match_single_process(tmp_path, synth_root):
@@ -31,3 +32,6 @@ def test_ddp_train_and_evaluate_match_single_process(tmp_path, synth_root):
     assert one["pixels"] == two["pixels"] > 0  # every pixel counted once, none repeated
     assert one["confusion_matrix"] == two["confusion_matrix"]
     assert one["mIoU"] == two["mIoU"]
+    # the report's best/worst gallery ranks every image, not only rank 0's shard: 6 rows
+    sizes = {d: Image.open(tmp_path / f"eval{d}" / "gallery.png").size for d in (1, 2)}
+    assert sizes[1] == sizes[2], sizes

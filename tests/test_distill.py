@@ -74,3 +74,38 @@ def test_teacher_with_other_classes_is_refused(tmp_path, synth_root, trained_run
     with pytest.raises(SeglabError, match="distill.teacher"):
         train(config_from_dict(cfg), tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_teacher_with_other_input_channels_is_refused(tmp_path, synth_root, trained_run):
+    cfg = tiny_config(synth_root, distill={"teacher": str(trained_run)})
+    cfg["data"]["in_channels"] = 1  # a grey student, an RGB teacher
+    with pytest.raises(SeglabError, match=r"takes input channels 3, this data set has 1"):
+        train(config_from_dict(cfg), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_teacher_sees_the_image_at_its_own_scale(synth_root, trained_run):
+    """Training batches come at the student's inference.scale (here 0.5 of the image); the
+    teacher (trained at scale 1) must see the image at its own scale, 2x the batch, not
+    0.5 x 1 of it."""
+    from seglab.config import config_to_dict
+    from seglab.data.dataset import DatasetDefinition
+    from seglab.training.task import SegmentationTask
+
+    cfg = config_from_dict(
+        tiny_config(synth_root, distill={"teacher": str(trained_run)}, inference={"scale": 0.5})
+    )
+    meta = DatasetDefinition.from_config(cfg.data).to_meta()
+    task = SegmentationTask(config_to_dict(cfg), meta)
+    teacher = task.teacher[0]
+    seen = []
+    net = teacher.backend
+    teacher.backend = lambda x: seen.append(tuple(x.shape[-2:])) or net(x)
+    task.training_step(
+        {
+            "image": torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+            "mask": torch.zeros(2, 32, 32, dtype=torch.long),
+        },
+        0,
+    )
+    assert seen == [(64, 64)]

@@ -162,6 +162,13 @@ def test_init_from_adapts_the_first_conv_to_other_input_channels(trained_run):
     torch.testing.assert_close(w_grey[:, 0], w_rgb.sum(1))
     head = [k for k in info["loaded"] if "segmentation_head" in k]
     assert head  # same class count: the head is loaded too
+    # only the stem sees the image: a decoder conv with other input widths (same output
+    # width) is re-initialised, not tiled from the source's unrelated weights
+    narrow = {"encoder_depth": 3, "decoder_channels": [24, 16, 8]}
+    grey = build_model("unet", len(meta["classes"]), 1, [0.0], [1.0], options=narrow)
+    info = init_from(grey, trained_run)
+    assert info["adapted"] == stem
+    assert any(k.startswith("net.decoder.blocks.1") for k in info["reinitialised"])
 
 
 def test_models_command_lists_every_architecture_with_its_default_encoder():
@@ -197,3 +204,24 @@ def test_channels_last_upsample_grads_are_identical(dtype):
     with ChannelsLastUpsampleGrads():
         y = torch.nn.functional.interpolate(x.requires_grad_(), scale_factor=2.0)
     assert y._backward_hooks  # the hook is there: the test above compared two real paths
+
+
+def test_unfrozen_encoder_trains_again(tmp_path, synth_root, trained_run):
+    """model.unfreeze_at_epoch: from that epoch the encoder's weights get gradients and its
+    batch norm is in training mode again (Lightning would keep the frozen eval mode)."""
+    from lightning.pytorch.callbacks import Callback
+
+    modes: dict[int, set] = {}
+
+    class EncoderMode(Callback):
+        def on_train_batch_start(self, trainer, task, batch, batch_idx):
+            enc = encoder_of(task.model.net)
+            grads = {p.requires_grad for p in enc.parameters()}
+            modes.setdefault(trainer.current_epoch, set()).add((enc.training, *grads))
+
+    cfg = tiny_config(synth_root, train={"epochs": 3})
+    cfg["model"].update(
+        {"init_from": str(trained_run), "freeze_encoder": True, "unfreeze_at_epoch": 1}
+    )
+    train(config_from_dict(cfg), tmp_path / "runs", callbacks=[EncoderMode()])
+    assert modes == {0: {(False, False)}, 1: {(True, True)}, 2: {(True, True)}}

@@ -133,9 +133,10 @@ def test_new_run_never_overwrites_and_seed_repeats(tmp_path, synth_root):
     assert ma["train_loss"] == mb["train_loss"] and ma["val_mIoU"] == mb["val_mIoU"]
 
 
-def test_library_training_does_not_print_lightnings_deprecation_warning(tmp_path, synth_root):
+def test_library_training_does_not_print_lightnings_noise(tmp_path, synth_root):
     """Benchmarks and library users call train() without the CLI: the warning Lightning's own
-    code triggers in torch 2.14 must not reach them either (a fresh process, its own filters)."""
+    code triggers in torch 2.14 and its GPU/TPU notices on a CPU must not reach them either
+    (a fresh process, its own filters)."""
     path = write_config(tmp_path / "c.yaml", tiny_config(synth_root, train={"epochs": 1}))
     code = (
         "import sys; from pathlib import Path; from seglab.config import load_config; "
@@ -151,6 +152,7 @@ def test_library_training_does_not_print_lightnings_deprecation_warning(tmp_path
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt").exists()
     assert "LeafSpec" not in proc.stderr
+    assert "available: False" not in proc.stderr and "stepping batches" not in proc.stderr
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
@@ -169,6 +171,28 @@ def test_resume_continues_from_last_checkpoint(tmp_path, synth_root):
     assert [e["epoch"] for e in epochs] == [0, 1]
     assert (run / "checkpoints" / "last.ckpt").read_bytes() != first_best
     assert not (tmp_path / "runs" / "tiny-2").exists()
+
+
+def test_resume_continues_the_time_budget(tmp_path, synth_root):
+    """A run with train.max_minutes that stops and resumes keeps its clock: the checkpoint
+    records the training time, so the budget and the learning-rate schedule that follows it
+    continue where they were rather than starting a new budget."""
+    from seglab.training.task import lr_factor
+
+    cfg = tiny_config(synth_root, train={"epochs": 1, "max_minutes": 10, "scheduler": "cosine"})
+    run = train(config_from_dict(cfg), tmp_path / "runs")
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert 0 < ckpt["seglab_train_seconds"] < 600
+    ckpt["seglab_train_seconds"] = 600.0  # as if the 10 minutes were spent
+    torch.save(ckpt, last)
+    proc = run_cli("train", "--resume", run, "--set", "train.epochs=6")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [0, 1]  # the spent budget ends the resumed epoch
+    assert rows[1]["elapsed_s"] >= 600
+    assert rows[1]["lr"] <= cfg["train"]["lr"] * lr_factor("cosine", 0.99) + 1e-12
+    assert json.loads((run / "summary.json").read_text())["train_seconds"] >= 600
 
 
 @pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus"])
@@ -266,3 +290,34 @@ def test_legacy_scheduler_name_loads_as_what_it_ran():
     base = {"name": "x", "data": {"format": "camvid", "root": "."}}
     assert config_from_dict(base).train.scheduler == "cosine"
     assert config_from_dict({**base, "train": {"scheduler": "onecycle"}}).train.scheduler == "poly"
+
+
+@pytest.mark.parametrize(("patience", "val_every", "checks"), [(5, 1, 5), (5, 2, 3), (4, 4, 1)])
+def test_early_stopping_patience_counts_epochs(tmp_path, synth_root, patience, val_every, checks):
+    """train.early_stopping_patience is in epochs; Lightning's EarlyStopping counts
+    validations, which come every train.val_every epochs."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from seglab.training.train import _callbacks
+
+    cfg = config_from_dict(
+        tiny_config(synth_root, train={"early_stopping_patience": patience, "val_every": val_every})
+    )
+    (stop,) = [c for c in _callbacks(cfg, tmp_path, ["a"]) if isinstance(c, EarlyStopping)]
+    assert stop.patience == checks
+
+
+def test_resume_does_not_fetch_the_initial_weights_again(tmp_path, synth_root, trained_run):
+    """--resume takes every weight from last.ckpt: the run that model.init_from named may be
+    gone by then (and encoder_weights are not downloaded again)."""
+    import shutil
+
+    source = tmp_path / "source.ckpt"
+    shutil.copy(trained_run / "checkpoints" / "last.ckpt", source)
+    cfg = tiny_config(synth_root, train={"epochs": 1})
+    cfg["model"]["init_from"] = str(source)
+    run = train(config_from_dict(cfg), tmp_path / "runs")
+    source.unlink()
+    proc = run_cli("train", "--resume", run, "--set", "train.epochs=2")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["epoch"] for r in json.loads((run / "metrics.json").read_text())] == [0, 1]

@@ -155,7 +155,9 @@ class TrainConfig(_Strict):
     )
     channels_last: bool = True
     num_workers: int | Literal["auto"] = "auto"
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without gain")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better val mIoU"
+    )
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
@@ -284,7 +286,9 @@ def _describe(err: ValidationError, source: str) -> str:
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:
-        nxt = d.setdefault(p, {})
+        if d.get(p) is None:  # absent, or an optional section set to null (distill: null)
+            d[p] = {}
+        nxt = d[p]
         if not isinstance(nxt, dict):
             raise SeglabError(f"--set {dotted}: '{p}' is not a section")
         d = nxt
@@ -321,7 +325,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         if "=" not in item:
             raise SeglabError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=5")
         key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise SeglabError(
+                f"--set {key.strip()}: {value!r} is not a valid YAML value "
+                f"({getattr(err, 'problem', err)}); e.g. --set 'augment.crop=[256, 256]'"
+            ) from None
+        _set_dotted(raw, key.strip(), parsed)
     return config_from_dict(raw, str(path), base_dir=path.parent)
 
 

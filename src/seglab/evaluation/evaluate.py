@@ -31,7 +31,7 @@ def load_task(ckpt_path: Path) -> SegmentationTask:
     """A SegmentationTask with the checkpoint's weights (read with ``weights_only``)."""
     ckpt = read_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
-    task = SegmentationTask(hp["config"], hp["meta"], hp.get("class_weights"), pretrained=False)
+    task = SegmentationTask(hp["config"], hp["meta"], hp.get("class_weights"), False, teacher=False)
     try:
         task.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:

@@ -9,6 +9,7 @@ import warnings
 from contextlib import nullcontext
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -23,12 +24,32 @@ from seglab.training.transfer import init_from
 
 log = logging.getLogger("seglab")
 
+# Lightning's noise is silenced here, where every Lightning path of seglab (CLI, benchmarks,
+# library calls of train/evaluate, instance runs) passes, rather than in the CLI alone.
 # Lightning 2.6's own code calls a torch API that torch 2.14 deprecates: a warning on every
-# training or evaluation run that no seglab user can act on. Set here, where every Lightning
-# path of seglab (CLI, benchmarks, library calls) passes, rather than in the CLI alone.
+# training or evaluation run that no seglab user can act on.
 warnings.filterwarnings(
     "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
 )
+
+
+class QuietLightning(logging.Filter):
+    """Drop Lightning's notices that say nothing to a seglab user: its advertisements (the
+    cloud logger at every fit), GPU/TPU availability on a CPU machine, and its note on loading
+    the train loader early. seglab's own log says what the run does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (
+            msg.startswith("💡")
+            or "litlogger" in msg
+            or "available: False" in msg
+            or "to estimate number of stepping batches" in msg
+        )
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(QuietLightning())
 
 
 def lr_factor(kind: str, progress: float, warmup: float = 0.05) -> float:
@@ -70,6 +91,17 @@ class ChannelsLastUpsampleGrads(TorchFunctionMode):
         return out
 
 
+def gather_dict(part: dict) -> dict:
+    """Under torch.distributed, the union of every process's ``part`` (each holds its shard
+    of the data); otherwise ``part`` itself."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return part
+    parts: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return {k: v for p in parts for k, v in p.items()}
+
+
 class SegmentationTask(L.LightningModule):
     """Trains and evaluates one segmentation model.
 
@@ -84,10 +116,13 @@ class SegmentationTask(L.LightningModule):
         meta: dict,
         class_weights: list[float] | None = None,
         pretrained: bool = True,
+        teacher: bool = True,
     ) -> None:
-        """``pretrained`` False skips encoder weights and ``init_from`` (loading a checkpoint)."""
+        """``pretrained`` False skips encoder weights and ``init_from`` (the weights come from
+        a checkpoint: evaluation, ``--resume``); ``teacher`` False skips the distillation
+        teacher (evaluation)."""
         super().__init__()
-        self.save_hyperparameters(ignore=["pretrained"])
+        self.save_hyperparameters(ignore=["pretrained", "teacher"])
         self.cfg = Config.model_validate(config)
         k = len(meta["classes"])
         m = self.cfg.model
@@ -107,13 +142,18 @@ class SegmentationTask(L.LightningModule):
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = SegLoss(self.cfg.loss, meta["ignore_index"], class_weights)
-        self.teacher = self._load_teacher(meta) if pretrained and self.cfg.distill else None
+        self.teacher = self._load_teacher(meta) if teacher and self.cfg.distill else None
+        inf = self.cfg.inference
         self.predictor = Predictor.for_model(
             self.model,
             meta,
-            scale=self.cfg.inference.scale,
+            scale=inf.scale,
             precision=self.cfg.train.precision,
             channels_last=self.cfg.train.channels_last,
+            max_pixels=inf.max_pixels,
+            tile=inf.tile,
+            overlap=inf.overlap,
+            batch_size=inf.batch_size,
         )
         self.val_cm = MulticlassConfusionMatrix(
             k, ignore_index=meta["ignore_index"], validate_args=False
@@ -126,6 +166,19 @@ class SegmentationTask(L.LightningModule):
         self._t_begin, self._wait, self._busy = 0.0, 0.0, 0.0
         self._img_s: float | None = None
         self._t_start = time.monotonic()
+        self._seconds_before = 0.0  # training time before a --resume, from the checkpoint
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock training time of the run so far, across ``--resume``: the time budget
+        and the learning-rate schedule that follows it continue where the run stopped."""
+        return self._seconds_before + time.monotonic() - self._t_start
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seglab_train_seconds"] = self.train_seconds
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._seconds_before = float(checkpoint.get("seglab_train_seconds", 0.0))
 
     def _load_teacher(self, meta: dict) -> list:
         """The frozen teacher behind its own input policy (kept in a list: not a submodule,
@@ -133,19 +186,26 @@ class SegmentationTask(L.LightningModule):
         from seglab.errors import SeglabError
         from seglab.inference.predictor import load_checkpoint
 
-        teacher, tconfig, tmeta = load_checkpoint(self.cfg.distill.teacher)
-        if tmeta["classes"] != meta["classes"]:
-            raise SeglabError(
-                f"distill.teacher {self.cfg.distill.teacher} predicts {tmeta['classes']}, "
-                f"this data set has {meta['classes']}; use a teacher trained on the same classes"
-            )
+        source = self.cfg.distill.teacher
+        try:
+            teacher, tconfig, tmeta = load_checkpoint(source)
+        except SeglabError as err:
+            raise SeglabError(f"distill.teacher: {err}") from None
+        for key, what in (("classes", "predicts"), ("in_channels", "takes input channels")):
+            if tmeta[key] != meta[key]:
+                raise SeglabError(
+                    f"distill.teacher {source} {what} {tmeta[key]}, this data set has "
+                    f"{meta[key]}; use a teacher trained on the same {key.replace('_', ' ')}"
+                )
         for p in teacher.parameters():
             p.requires_grad_(False)
-        log.info("distilling from %s", self.cfg.distill.teacher)
+        log.info("distilling from %s", source)
+        # training batches are already at this run's inference.scale: the teacher resizes
+        # them to its own scale of the original image
         predictor = Predictor.for_model(
             teacher.eval(),
             tmeta,
-            scale=tconfig["inference"]["scale"],
+            scale=tconfig["inference"]["scale"] / self.cfg.inference.scale,
             precision=self.cfg.train.precision,
             channels_last=self.cfg.train.channels_last,
         )
@@ -165,7 +225,7 @@ class SegmentationTask(L.LightningModule):
         if self.teacher is not None:
             d = self.cfg.distill
             with torch.no_grad():
-                soft = self.teacher[0].logits(x)  # at the teacher's own input scale
+                soft = self.teacher[0].logits(x)  # at the teacher's own scale of the image
             kd = distillation_loss(
                 logits, soft, batch["mask"], self.hparams.meta["ignore_index"], d.temperature
             )
@@ -210,10 +270,12 @@ class SegmentationTask(L.LightningModule):
         ):
             self._frozen = False
             log.info("epoch %d: encoder unfrozen", self.current_epoch)
-        for p in encoder_of(self.model.net).parameters():
+        encoder = encoder_of(self.model.net)
+        for p in encoder.parameters():
             p.requires_grad_(not self._frozen)
-        if self._frozen:
-            encoder_of(self.model.net).eval()  # frozen batch-norm statistics too
+        # frozen batch-norm statistics too; unfrozen, back to training mode (Lightning keeps
+        # a submodule's eval mode across validation and epochs)
+        encoder.train(not self._frozen)
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -239,7 +301,7 @@ class SegmentationTask(L.LightningModule):
         def factor(step: int) -> float:
             progress = step / total
             if budget:  # follow the wall-clock budget so the schedule ends when time does
-                progress = max(progress, (time.monotonic() - self._t_start) / budget)
+                progress = max(progress, self.train_seconds / budget)
             return lr_factor(t.scheduler, progress)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -253,7 +315,11 @@ class SegmentationTask(L.LightningModule):
             groups.setdefault(tuple(im.shape), []).append(i)
         for idx in groups.values():
             x = torch.stack([images[i] for i in idx])
-            pred = class_argmax(self.predictor.logits(x))
+            if self.predictor.tiles(*x.shape[-2:]):  # large images: in tiles, as predict does
+                masks_hw = [self.predictor.predict(im.permute(1, 2, 0).numpy()) for im in x]
+                pred = torch.from_numpy(np.stack(masks_hw)).long()
+            else:
+                pred = class_argmax(self.predictor.logits(x))
             if self.per_image is not None:  # for the report's best / worst gallery
                 for j, i in enumerate(idx):
                     self.per_image[int(batch["index"][i])] = image_miou(
@@ -288,3 +354,5 @@ class SegmentationTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.last_test = self._epoch_metrics()
+        if self.per_image is not None:  # every process's images, for the report's gallery
+            self.per_image = gather_dict(self.per_image)

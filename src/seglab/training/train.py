@@ -29,10 +29,6 @@ from seglab.runs import file_log, held_log, new_run_dir, write_atomic, write_jso
 from seglab.training.task import SegmentationTask
 
 log = logging.getLogger("seglab")
-# Lightning advertises a cloud logger at every fit; keep its real messages, drop the ad
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage()
-)
 RUN_ENV = "SEGLAB_RUN_DIR"  # shared with DDP worker processes, which re-run the command
 
 
@@ -43,7 +39,6 @@ class RunRecorder(Callback):
         self.run_dir = run_dir
         self.classes = classes
         self.rows: list[dict] = []
-        self.t0 = time.monotonic()
         f = run_dir / "metrics.json"
         if f.is_file():  # resumed run: keep earlier epochs
             import json
@@ -61,7 +56,7 @@ class RunRecorder(Callback):
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "images_per_s": task._img_s,
             "data_wait_fraction": task.data_wait_fraction,
-            "elapsed_s": round(time.monotonic() - self.t0, 1),
+            "elapsed_s": round(task.train_seconds, 1),
         }
         val = (
             task.last_val
@@ -107,9 +102,11 @@ class TimeBudget(Callback):
 
     def on_train_epoch_end(self, trainer, task) -> None:
         self.epochs += 1
-        elapsed = time.monotonic() - self.t0
-        if elapsed + elapsed / self.epochs > self.budget:
-            log.info("time budget: stopping after %.1f min", elapsed / 60)
+        per_epoch = (time.monotonic() - self.t0) / self.epochs
+        # the run's time (across --resume), decided once for all DDP processes
+        stop = trainer.strategy.broadcast(task.train_seconds + per_epoch > self.budget)
+        if stop:
+            log.info("time budget: stopping after %.1f min", task.train_seconds / 60)
             trainer.should_stop = True
 
 
@@ -180,28 +177,12 @@ def _callbacks(cfg: Config, run_dir: Path, classes: list[str]) -> list[Callback]
         ),
         RunRecorder(run_dir, classes),
     ]
-    if cfg.train.early_stopping_patience:
-        callbacks.append(
-            EarlyStopping("val/mIoU", mode="max", patience=cfg.train.early_stopping_patience)
-        )
+    if cfg.train.early_stopping_patience:  # epochs; Lightning counts validations
+        checks = -(-cfg.train.early_stopping_patience // cfg.train.val_every)
+        callbacks.append(EarlyStopping("val/mIoU", mode="max", patience=checks))
     if cfg.train.max_minutes:
         callbacks.append(TimeBudget(cfg.train.max_minutes))
     return callbacks + averaging(cfg)
-
-
-def check_teacher(teacher: Path, classes: list[str]) -> None:
-    """The distillation teacher is a readable seglab checkpoint with the same classes."""
-    from seglab.inference.predictor import read_checkpoint, resolve_checkpoint
-
-    try:
-        meta = read_checkpoint(resolve_checkpoint(teacher))["hyper_parameters"]["meta"]
-    except SeglabError as err:
-        raise SeglabError(f"distill.teacher: {err}") from None
-    if meta["classes"] != classes:
-        raise SeglabError(
-            f"distill.teacher {teacher} predicts {meta['classes']}, this data set has "
-            f"{classes}; use a teacher trained on the same classes"
-        )
 
 
 def train(
@@ -232,12 +213,12 @@ def train(
             f"loss.class_weights has {len(weights)} values for "
             f"{definition.num_classes} classes; give one weight per class"
         )
-    if cfg.distill is not None:  # a bad teacher stops here, before the run directory exists
-        check_teacher(cfg.distill.teacher, definition.classes)
-
-    # The model is built before the run directory: a bad model setting stops with nothing written
+    # The model (and a distillation teacher) is built before the run directory: a bad model
+    # setting or teacher stops with nothing written
     with held_log() as setup_log:
-        task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights)
+        # resumed: the weights come from last.ckpt, so encoder_weights and init_from are not
+        # fetched again (their files may be gone by now)
+        task = SegmentationTask(config_to_dict(cfg), definition.to_meta(), weights, resume is None)
 
     ckpt_path = None
     if resume is not None:
@@ -267,7 +248,6 @@ def train(
             if isinstance(cfg.loss.class_weights, str):
                 log.info("%s class weights: %s", cfg.loss.class_weights, weights)
         trainer = _trainer(cfg, run_dir, precision, callbacks)
-        t0 = time.monotonic()
         trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     if trainer.global_rank == 0:
         best = callbacks[0]
@@ -278,7 +258,7 @@ def train(
             if best.best_model_score is not None
             else None,
             "epochs": trainer.current_epoch,
-            "train_seconds": round(time.monotonic() - t0, 1),
+            "train_seconds": round(task.train_seconds, 1),
             "precision": precision,
             "channels_last": cfg.train.channels_last,
             "torch_threads": torch.get_num_threads(),

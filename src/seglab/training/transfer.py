@@ -34,9 +34,15 @@ def init_from(model: SegModel, source: str | Path) -> dict:
         if k in own and k not in keep_own and own[k].shape == v.shape
     }
     adapted = []
-    for k, v in theirs.items():  # the first conv of a model with other input channels
+    # the first conv of a model with other input channels: a conv that sees the image, whose
+    # input channels are the two models' (any other conv that differs, e.g. in a decoder of
+    # other widths, is re-initialised rather than tiled from unrelated weights)
+    own_in, their_in = own["mean"].numel(), theirs["mean"].numel()
+    for k, v in theirs.items():
         mine = own.get(k)
-        if k in loaded or mine is None or v.ndim != 4 or mine.ndim != 4:
+        if k in loaded or k in keep_own or mine is None or v.ndim != 4 or mine.ndim != 4:
+            continue
+        if (mine.shape[1], v.shape[1]) != (own_in, their_in):
             continue
         if mine.shape[0] == v.shape[0] and mine.shape[2:] == v.shape[2:]:
             loaded[k] = adapt_input_conv(mine.shape[1], v, base_chans=v.shape[1])
