@@ -75,6 +75,21 @@ def make_membranes(root, n_train=8, n_val=4, seed=0):
     return root
 
 
+def make_isbi(root, seed=0):
+    """The isbi2012 layout (30 labelled slices in train/, 30 unlabelled in test/) of blobs."""
+    rng = np.random.default_rng(seed)
+    for folder in ("train", "test"):
+        (root / folder / "images").mkdir(parents=True)
+        for i in range(30):
+            mask = np.zeros((32, 32), np.uint8)
+            mask[8:20, rng.integers(4, 16) :][:, :10] = 1
+            cv2.imwrite(str(root / folder / "images" / f"{i:02d}.png"), 60 + 130 * mask)
+            if folder == "train":
+                (root / folder / "masks").mkdir(exist_ok=True)
+                cv2.imwrite(str(root / folder / "masks" / f"{i:02d}.png"), mask)
+    return root
+
+
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     return load_definition(make_blobs(tmp_path_factory.mktemp("blobs")))
@@ -154,6 +169,18 @@ def test_cli_classic_then_evaluate_and_bad_predictions(blobs, tmp_path):
     assert proc.returncode == 1 and "10x10" in proc.stderr
     proc = run_cli("classic", "kmeans", blobs.root)
     assert proc.returncode == 1 and "unknown classical method 'kmeans'" in proc.stderr
+
+
+def test_cli_classic_on_an_unlabelled_split_and_bad_tune_images(tmp_path):
+    root = make_isbi(tmp_path / "isbi")
+    args = ("classic", "otsu", root, "--format", "isbi2012", "--split", "test")
+    proc = run_cli(*args, "--out", tmp_path / "p")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "p").glob("*_mask.png"))) == 30
+    proc = run_cli(*args, "--out", tmp_path / "q", "--tune-images", "0")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "--tune-images 0" in errors[0]
 
 
 def test_unknown_method_names_the_choices():

@@ -49,6 +49,38 @@ def test_compare_two_runs(trained_run, tmp_path, synth_root):
     )
 
 
+def test_compare_names_each_miou_source_and_warns_on_other_classes(
+    trained_run, tmp_path, caplog, monkeypatch
+):
+    import logging
+    import shutil
+
+    import torch
+
+    from seglab.inference.predictor import resolve_checkpoint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval"))
+    (a / "eval" / "val").mkdir(parents=True)
+    metrics = {"split": "val", "mIoU": 0.5, "per_class": {}}
+    (a / "eval" / "val" / "metrics.json").write_text(json.dumps(metrics))
+    ckpt_path = resolve_checkpoint(b)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["meta"]["classes"] = ["x", "y", "z", "w"]
+    torch.save(ckpt, ckpt_path)
+    monkeypatch.setattr(logging.getLogger("seglab"), "propagate", True)  # for caplog
+    with caplog.at_level(logging.WARNING, logger="seglab"):
+        rows, out = compare([a, b], tmp_path / "cmp", size=None)
+    sources = ["val evaluation", "best validation in training"]
+    assert [r["mIoU_source"] for r in rows] == sources and rows[0]["mIoU"] == 0.5
+    assert [r["mIoU_source"] for r in csv.DictReader((out / "compare.csv").open())] == sources
+    assert [r["mIoU_source"] for r in json.loads((out / "compare.json").read_text())] == sources
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("different classes" in w and "b: x, y, z, w" in w for w in warnings), warnings
+    assert any("different splits" in w for w in warnings), warnings
+
+
 def test_compare_cli_bad_size(trained_run, tmp_path):
     proc = run_cli("compare", trained_run, "--size", "big", "--out", tmp_path / "c")
     assert proc.returncode == 1 and "--size 'big'" in proc.stderr

@@ -51,6 +51,19 @@ def test_data_stats_split_convert(tmp_path, synth_root):
     assert proc.returncode == 1 and "conv" in proc.stderr  # never writes into a non-empty folder
 
 
+def test_data_stats_of_an_unlabelled_split(tmp_path):
+    """ISBI 2012's test split has no masks: no class weights, shown as n/a."""
+    (tmp_path / "isbi" / "test" / "images").mkdir(parents=True)
+    for i in range(30):
+        cv2.imwrite(str(tmp_path / "isbi" / "test" / "images" / f"{i:02d}.png"), np.zeros((8, 8)))
+    args = ("data", "stats", tmp_path / "isbi", "--format", "isbi2012", "--split", "test")
+    proc = run_cli(*args, "--out", tmp_path / "stats")
+    assert proc.returncode == 0, proc.stderr
+    assert "no masks" in proc.stdout and "n/a" in proc.stdout
+    stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    assert stats["splits"]["test"]["labelled"] == 0 and "class_weights" not in stats
+
+
 def test_data_fetch_offline_is_one_line(tmp_path):
     proc = run_cli(
         "data", "fetch", "isbi2012", "--to", tmp_path, "--url-base", "http://127.0.0.1:9"

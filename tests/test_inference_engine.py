@@ -4,6 +4,7 @@ export folders are self-sufficient, INT8 really quantizes, benchmark reports san
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import cv2
@@ -12,10 +13,12 @@ import pytest
 import torch
 from conftest import SHARED, run_cli
 
+import seglab.benchmark
+from seglab.benchmark import benchmark, open_predictor
 from seglab.data.synthetic import CLASSES
 from seglab.data.transforms import scale_input
 from seglab.errors import SeglabError
-from seglab.export import export
+from seglab.export import calibration_inputs, export
 from seglab.inference.backends import resolve_backend
 from seglab.inference.predictor import (
     Predictor,
@@ -23,8 +26,11 @@ from seglab.inference.predictor import (
     UpsampledArgmax,
     class_argmax,
     gaussian_weight,
+    pad_to_stride,
     parse_tta,
+    resolve_checkpoint,
 )
+from seglab.models.registry import build_model
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
@@ -126,6 +132,22 @@ def test_tiles_blend_exactly_when_receptive_field_fits(shape, tile, overlap):
     np.testing.assert_array_equal(tiled, image.argmax(2).astype(np.uint8))
 
 
+def test_tta_scales_count_towards_the_tile_limit():
+    """A TTA scale of 2 runs the network on 4x the pixels: an image whose own logits fit
+    max_pixels but whose upscaled view does not goes through tiles (a served request with
+    tta=4 must not allocate 16x the image)."""
+    meta = {"classes": ["a", "b", "c"], "in_channels": 3}
+    image = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    plain = Predictor(ChannelArgmax(), meta, stride=1, tile=32, max_pixels=2000)
+    with_tta = Predictor(ChannelArgmax(), meta, stride=1, tile=32, max_pixels=2000, tta="2")
+    assert not plain.tiles(40, 40) and with_tta.tiles(40, 40)
+    assert (
+        with_tta.tta_passes == 2 and Predictor(ChannelArgmax(), meta, 1, tta="d4").tta_passes == 8
+    )
+    whole = Predictor(ChannelArgmax(), meta, stride=1, max_pixels=10**6, tta="2")
+    assert (with_tta.predict(image) == whole.predict(image)).mean() >= 0.995
+
+
 @pytest.mark.parametrize(
     "scale,size", [(1.0, (192, 256)), (1.0, (181, 229)), (0.5, (383, 509)), (2.0, (181, 229))]
 )
@@ -146,6 +168,38 @@ def test_tiled_equals_whole_image_on_a_trained_model(trained_run, synth_root, sc
     ref, got = whole.predict(image), tiled.predict(image)
     assert got.shape == ref.shape == image.shape[:2]
     assert (got == ref).mean() >= 0.995
+
+
+def test_evaluation_tiles_large_images_as_predict_does(trained_run, synth_root, monkeypatch):
+    """Validation and `seglab evaluate` score an image above inference.max_pixels in tiles, the
+    masks `predict` writes, instead of whole-image logits (a 10000 x 10000 slide's would not
+    fit in memory)."""
+    from seglab.evaluation.evaluate import load_task
+    from seglab.evaluation.metrics import confusion_matrix
+    from seglab.inference.predictor import resolve_checkpoint
+
+    task = load_task(resolve_checkpoint(trained_run))
+    p = task.predictor
+    assert p.max_pixels == 4096 * 4096  # the config's inference settings reach the task
+    p.max_pixels, p.tile, p.overlap = 4096, 64, 0.5
+    image = big_image(synth_root)  # 192 x 256
+    mask = np.random.default_rng(0).integers(0, len(CLASSES), image.shape[:2]).astype(np.uint8)
+    tiled = []
+    real = Predictor.predict_tiled
+    monkeypatch.setattr(Predictor, "predict_tiled", lambda s, im: tiled.append(1) or real(s, im))
+    monkeypatch.setattr(Predictor, "logits", lambda *a: pytest.fail("whole-image logits"))
+    task.per_image = None
+    task.val_cm.reset()
+    task._update(
+        {
+            "image": torch.from_numpy(image).permute(2, 0, 1)[None],
+            "mask": torch.from_numpy(mask).long()[None],
+            "index": torch.tensor([0]),
+        }
+    )
+    expected = confusion_matrix(mask, p.predict(image), len(CLASSES), 255)
+    assert len(tiled) == 2
+    np.testing.assert_array_equal(task.val_cm.compute().numpy(), expected)
 
 
 @pytest.mark.parametrize(
@@ -351,3 +405,143 @@ def test_corrupt_exported_model_is_one_line(exports, tmp_path):
             Predictor.open(bad, backend=backend)
     with pytest.raises(SeglabError, match="cannot run a onnx export"):
         Predictor.open(bad, backend="torch")
+
+
+def edited_checkpoint(trained_run, path, edit):
+    """A copy of the tiny run's checkpoint after ``edit(ckpt)``."""
+    ckpt = torch.load(resolve_checkpoint(trained_run), map_location="cpu", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def segnet_ckpt(trained_run, tmp_path_factory):
+    """The tiny run's checkpoint with a narrow SegNet (random weights) for its U-Net."""
+
+    def to_segnet(ckpt):
+        meta = ckpt["hyper_parameters"]["meta"]
+        m = {"name": "segnet", "encoder": "vgg16_bn", "options": {"width": 0.125}}
+        ckpt["hyper_parameters"]["config"]["model"] |= m
+        k, c = len(meta["classes"]), meta["in_channels"]
+        net = build_model(
+            "segnet", k, c, meta["mean"], meta["std"], "vgg16_bn", options=m["options"]
+        )
+        ckpt["state_dict"] = {f"model.{k}": v for k, v in net.state_dict().items()}
+
+    return edited_checkpoint(trained_run, tmp_path_factory.mktemp("segnet") / "s.ckpt", to_segnet)
+
+
+def test_segnet_exports_and_predicts_as_torch(segnet_ckpt, synth_root, tmp_path):
+    """SegNet's unpooling is a scatter (not max_unpool2d, which no converter takes): the
+    default backend is OpenVINO and every export format predicts the torch masks."""
+    images = test_images(synth_root, 3)
+    ref = Predictor.open(segnet_ckpt, backend="torch", precision="fp32")
+    auto = Predictor.open(segnet_ckpt)
+    assert auto.backend.name == "openvino"
+    for fmt in ("onnx", "openvino", "torchscript"):
+        folder = export(segnet_ckpt, fmt, tmp_path / fmt).parent
+        p = Predictor.open(folder, precision="fp32")
+        for im in images:
+            assert (p.predict(im) == ref.predict(im)).mean() >= 0.995, fmt
+
+
+def test_a_model_openvino_cannot_convert_falls_back_to_torch(trained_run, monkeypatch, caplog):
+    """--backend auto: a conversion failure predicts with torch and says why; an explicit
+    --backend openvino names the way out."""
+    import logging
+
+    from seglab.inference import predictor as predictor_module
+    from seglab.inference.backends import conversion_error
+
+    def fail(*args, **kw):
+        raise conversion_error("unet", "OpenVINO", RuntimeError("no such operation"))
+
+    monkeypatch.setattr(predictor_module, "cached_openvino", fail)
+    with caplog.at_level(logging.INFO, logger="seglab"):
+        p = Predictor.open(trained_run, backend="auto")
+    assert p.backend.name == "torch"
+    assert "unet cannot be converted to OpenVINO (no such operation)" in caplog.text
+    with pytest.raises(SeglabError, match=r"cannot be converted to OpenVINO.*--backend torch"):
+        Predictor.open(trained_run, backend="openvino")
+
+
+def test_instance_runs_are_not_exported_or_benchmarked(trained_run, tmp_path):
+    def to_instance(ckpt):
+        ckpt["hyper_parameters"]["config"]["task"] = "instance"
+
+    ckpt = edited_checkpoint(trained_run, tmp_path / "inst.ckpt", to_instance)
+    proc = run_cli("export", ckpt, "--format", "onnx", "--out", tmp_path / "e")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "instance models run on PyTorch only; use seglab predict" in proc.stderr
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(SeglabError, match="instance models run on PyTorch only"):
+        Predictor.open(ckpt)
+    with pytest.raises(SeglabError, match="instance models run on PyTorch only"):
+        benchmark(ckpt, ["torch"], ["fp32"], [1])
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_calibration_size_below_one_is_an_option_error(trained_run, synth_root, tmp_path, size):
+    with pytest.raises(SeglabError, match=f"--calibration-size {size}"):
+        export(
+            trained_run,
+            "openvino",
+            tmp_path / "q",
+            int8=True,
+            calibration=synth_root / "images",
+            calibration_size=size,
+        )
+    assert not (tmp_path / "q").exists()
+
+
+def test_calibration_takes_any_image_names_and_preprocesses_as_predict(tmp_path):
+    """Same stems in two subfolders are fine for calibration (nothing is written), and the
+    samples are predict's input: scale_input (antialiased bilinear), padded to the stride."""
+    rng = np.random.default_rng(0)
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        img = rng.integers(0, 255, (50, 70, 3), np.uint8)
+        cv2.imwrite(str(tmp_path / sub / "same.png"), img)
+    samples = calibration_inputs(tmp_path, 3, 32, 0.5, 10)
+    assert len(samples) == 2 and samples[0].shape == (1, 3, 32, 64)
+    img = cv2.cvtColor(cv2.imread(str(tmp_path / "a" / "same.png")), cv2.COLOR_BGR2RGB)
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None].float()
+    want = pad_to_stride(scale_input(x, 0.5), 32)
+    np.testing.assert_array_equal(samples[0], want.numpy())
+
+
+def test_predict_twice_into_a_subfolder_does_not_read_its_own_masks(
+    trained_run, synth_root, tmp_path
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("test_0022.png", "test_0023.png"):
+        (photos / name).write_bytes((synth_root / "images" / name).read_bytes())
+    for _ in range(2):
+        proc = run_cli("predict", trained_run, photos, "--out", photos / "pred")
+        assert proc.returncode == 0, proc.stderr
+        assert "2 masks and overlays" in proc.stdout + proc.stderr
+    assert not list((photos / "pred").glob("*_mask_mask.png"))
+    assert len(list((photos / "pred").glob("*.png"))) == 4
+
+
+def die_at_once(*args):
+    os._exit(9)
+
+
+def test_benchmark_reports_a_dead_measurement_process(trained_run, monkeypatch):
+    monkeypatch.setattr(seglab.benchmark, "_measure", die_at_once)
+    result = benchmark(trained_run, ["torch"], ["fp32"], [1, 2])
+    assert [r["error"] for r in result["rows"]] == [
+        "the measurement process died with exit code 9"
+    ] * 2
+
+
+def test_benchmark_times_the_network_without_tta(trained_run, tmp_path):
+    def with_tta(ckpt):
+        ckpt["hyper_parameters"]["config"]["inference"]["tta"] = "hflip"
+
+    ckpt = edited_checkpoint(trained_run, tmp_path / "tta.ckpt", with_tta)
+    assert Predictor.open(ckpt, backend="torch").tta  # predict applies the run's TTA
+    assert not open_predictor(ckpt, "torch", "fp32", tmp_path).tta

@@ -9,6 +9,7 @@ import re
 import cv2
 import numpy as np
 
+from seglab.evaluation import report
 from seglab.evaluation.evaluate import evaluate
 from seglab.evaluation.report import error_map
 
@@ -67,3 +68,15 @@ def test_error_map_colours():
     m = error_map(target, pred, 255)
     assert tuple(m[0, 0]) == (40, 40, 40) and tuple(m[0, 1]) == (230, 30, 30)
     assert tuple(m[1, 0]) == (200, 200, 200) and tuple(m[1, 1]) == (40, 40, 40)
+
+
+def test_iou_chart_shows_na_classes_as_na_not_zero(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or path)
+    per_class = {"a": {"iou": 0.0}, "absent": {"iou": None}, "c": {"iou": 0.5}}
+    colors = [[0, 0, 0], [0, 255, 0], [255, 0, 0]]
+    report.plot_class_iou({"per_class": per_class, "mIoU": 0.25}, colors, tmp_path / "x.png")
+    (ax,) = figures[0].axes
+    bars = {round(p.get_x() + p.get_width() / 2): p.get_height() for p in ax.patches}
+    assert bars == {0: 0.0, 2: 50.0}  # a real 0% bar for "a", no bar for "absent"
+    assert [(t.get_position()[0], t.get_text()) for t in ax.texts] == [(1, "n/a")]

@@ -111,6 +111,14 @@ def test_models_health_and_metrics(client):
     assert client.get("/static/app.js").status_code == 200
 
 
+def test_unknown_methods_share_one_metrics_label(client):
+    for method in ("FOO", "BAR"):
+        assert client.request(method, "/healthz").status_code == 405
+    text = client.get("/metrics").text
+    assert 'seglab_http_requests_total{method="other",path="/healthz",status="405"} 2.0' in text
+    assert "FOO" not in text and "BAR" not in text
+
+
 def test_png_and_json_results(client):
     img = test_image()
     r = post(client, png(img))
@@ -152,6 +160,7 @@ def test_type_is_checked_by_content_not_name(client):
         ("ok", {"model": "nope"}, 422, "unknown_model"),
         ("ok", {"tta": "spin"}, 422, "invalid_tta"),
         ("ok", {"tta": "9"}, 422, "invalid_tta"),
+        ("ok", {"tta": "d4,0.5,2"}, 422, "invalid_tta"),  # 24 network passes per image
         ("ok", {"format": "gif"}, 422, "invalid_request"),
     ],
 )
@@ -195,6 +204,32 @@ def test_error_cases_without_a_file(client, tmp_path):
     tifffile.imwrite(buf, np.zeros((5, 16, 16), np.uint8))
     r = post(client, buf.getvalue(), name="x.tif", ctype="image/tiff")
     assert r.status_code == 422 and r.json()["code"] == "wrong_channels", r.text
+
+
+def tiff(array: np.ndarray, **kw) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, compression="zlib", **kw)
+    return buf.getvalue()
+
+
+def test_multi_page_tiff_counts_every_page_before_decoding(client, monkeypatch):
+    """Pages are read as channels, so 12 pages of 100x100 are 120,000 pixels (> 100,000),
+    though the first page's header says 10,000; refused before any pixel is decoded."""
+    import seglab.serve.images as images
+
+    def no_decoding(path):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(images, "read_image", no_decoding)
+    r = post(client, tiff(np.zeros((12, 100, 100), np.uint8)), name="x.tif", ctype="image/tiff")
+    assert r.status_code == 413 and r.json()["code"] == "too_many_pixels", r.text
+    assert "(12, 100, 100)" in r.json()["error"]
+    monkeypatch.undo()
+    # an RGB TIFF's colour samples are one pixel: 300x300 RGB is within the limit
+    rgb = tiff(np.zeros((300, 300, 3), np.uint8), photometric="rgb")
+    assert post(client, rgb, name="x.tif", ctype="image/tiff").status_code == 200
 
 
 def test_full_queue_answers_503_with_retry_after():

@@ -1,12 +1,14 @@
 """``seglab benchmark``: latency, throughput and peak memory of a model per backend x
 precision x batch size. Each configuration runs in its own process (so its peak RSS is its
 own), after ``warmup`` untimed calls, with the torch/OpenVINO/ORT default thread pools
-(one thread per core)."""
+(one thread per core). The network is timed without test-time augmentation (a run's
+``inference.tta`` is not applied)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import tempfile
@@ -17,6 +19,9 @@ import torch
 
 from seglab.errors import SeglabError
 from seglab.inference.backends import available
+from seglab.inference.predictor import read_semantic_checkpoint
+
+MEASURE_TIMEOUT = 900  # seconds per configuration, from the child's start
 
 
 def open_predictor(source: Path, backend: str, precision: str, tmp: Path):
@@ -29,10 +34,10 @@ def open_predictor(source: Path, backend: str, precision: str, tmp: Path):
         if not onnx_dir.is_dir():
             export(source, "onnx", onnx_dir)
         source = onnx_dir
-    return Predictor.open(source, backend=backend, precision=precision)
+    return Predictor.open(source, backend=backend, precision=precision, tta=None)
 
 
-def _measure(source, backend, precision, batch, size, warmup, runs, tmp, queue) -> None:
+def _measure(source, backend, precision, batch, size, warmup, runs, tmp, report) -> None:
     from seglab.inference.predictor import class_argmax
 
     try:
@@ -51,7 +56,7 @@ def _measure(source, backend, precision, batch, size, warmup, runs, tmp, queue) 
         times.sort()
         p50 = statistics.median(times)
         p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-        queue.put(
+        report.put(
             {
                 "backend": backend,
                 "precision": precision,
@@ -64,7 +69,38 @@ def _measure(source, backend, precision, batch, size, warmup, runs, tmp, queue) 
             }
         )
     except Exception as err:  # noqa: BLE001 - reported in the table, the others go on
-        queue.put({"backend": backend, "precision": precision, "batch": batch, "error": str(err)})
+        report.put({"backend": backend, "precision": precision, "batch": batch, "error": str(err)})
+
+
+def run_measurement(ctx, args: tuple, timeout: float = MEASURE_TIMEOUT) -> dict:
+    """``_measure(*args)`` in a child process: its row, or a SeglabError when the child
+    dies without one (killed by the OOM killer, a crash) or runs past ``timeout`` seconds."""
+    q = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(*args, q))
+    proc.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                return q.get(timeout=1)
+            except queue.Empty:
+                pass
+            if not proc.is_alive():
+                try:  # a report sent just before the child ended
+                    return q.get(timeout=1)
+                except queue.Empty:
+                    killed = " (killed: out of memory?)" if proc.exitcode == -9 else ""
+                    raise SeglabError(
+                        f"the measurement process died with exit code {proc.exitcode}{killed}"
+                    ) from None
+            if time.monotonic() > deadline:
+                raise SeglabError(
+                    f"the measurement process timed out after {timeout:.0f} s and was killed"
+                )
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
 
 
 def benchmark(
@@ -82,6 +118,8 @@ def benchmark(
     for p in precisions:
         if p not in ("fp32", "bf16"):
             raise SeglabError(f"unknown precision {p!r}; choose fp32 or bf16")
+    if not (Path(source) / "seglab.json").is_file():  # a bad path or an instance run: now
+        read_semantic_checkpoint(source)
     rows = []
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,21 +131,12 @@ def benchmark(
                 if backend == "onnxruntime" and precision != "fp32":
                     continue  # ORT's CPU provider has no bf16 kernels
                 for batch in batches:
-                    q = ctx.Queue()
-                    args = (str(source), backend, precision, batch, size, warmup, runs, tmp, q)
-                    proc = ctx.Process(target=_measure, args=args)
-                    proc.start()
+                    args = (str(source), backend, precision, batch, size, warmup, runs, tmp)
                     try:
-                        row = q.get(timeout=900)
-                    except Exception:  # noqa: BLE001 - the child died without a report
-                        row = {
-                            "backend": backend,
-                            "precision": precision,
-                            "batch": batch,
-                            "error": f"process ended with code {proc.exitcode}",
-                        }
-                    proc.join()
-                    rows.append(row)
+                        row = run_measurement(ctx, args)
+                    except SeglabError as err:  # in the table; the other rows go on
+                        row = {"error": str(err)}
+                    rows.append({"backend": backend, "precision": precision, "batch": batch} | row)
     return {
         "source": str(source),
         "size": list(size),

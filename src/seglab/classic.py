@@ -366,6 +366,8 @@ def run_classic(
     ``out/<stem>_mask.png``; returns (mask paths, search log)."""
     from seglab.inference.predict import write_png
 
+    if tune_images < 1:
+        raise SeglabError(f"--tune-images {tune_images}: tune on at least 1 labelled image")
     tune = SegDataset(definition, tune_split, cache=False)
     step = max(1, len(tune) // tune_images)
     samples = [tune.load(i) for i in range(0, len(tune), step)][:tune_images]
@@ -377,7 +379,7 @@ def run_classic(
         search["best"]["params"],
         search["best"]["mIoU"] or 0,
     )
-    target = SegDataset(definition, split, cache=False)
+    target = SegDataset(definition, split, cache=False, require_masks=False)  # e.g. test
     out.mkdir(parents=True, exist_ok=True)
     written = []
     indices = range(len(target))

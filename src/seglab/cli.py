@@ -30,22 +30,7 @@ out_console = Console()
 log = logging.getLogger("seglab")
 
 
-class _QuietLightning(logging.Filter):
-    """Drop Lightning's advertisements, GPU/TPU notices on a CPU machine and its note on
-    loading the train loader early (seglab's own log says what the run does)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = str(record.msg)
-        return not (
-            msg.startswith("💡")
-            or "available: False" in msg
-            or "to estimate number of stepping batches" in msg
-        )
-
-
 def _setup_logging() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_QuietLightning())
     if not log.handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("seglab: %(message)s"))
@@ -464,7 +449,8 @@ def compare(
     backend: Annotated[str, typer.Option(help="backend timed for latency")] = "auto",
 ) -> None:
     """Compare runs: architecture, encoder, parameters, training time, images/s, latency,
-    mIoU (latest test evaluation, else best validation) and per-class IoU.
+    mIoU (latest test evaluation, else the latest of another split, else best validation;
+    the mIoU_source column says which) and per-class IoU.
 
     Example: seglab compare runs/camvid-unet runs/camvid-realtime --out compare/
     """
@@ -479,7 +465,8 @@ def compare(
         hw = (h, w)
     rows, out_dir = run_compare(runs, out, hw, backend)
     t = Table(title=f"{len(rows)} runs")
-    cols = ["run", "architecture", "encoder", "params_m", "train_minutes", "latency_ms", "mIoU"]
+    cols = ["run", "architecture", "encoder", "params_m", "train_minutes", "latency_ms"]
+    cols += ["mIoU", "mIoU_source"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("run", "architecture", "encoder") else "right")
     for r in rows:
@@ -797,13 +784,14 @@ def data_stats(
         t.add_column(f"{sp} %", justify="right")
     t.add_column("median freq. w", justify="right")
     t.add_column("inverse log w", justify="right")
-    weights = stats["class_weights"]
+    weights = stats.get("class_weights")  # none when no split has masks
     for i, name in enumerate(definition.classes):
         row = [name]
         for sp in splits:
             st = stats["splits"][sp]
             row.append(f"{100 * st['class_frequency'][i]:.2f}" if st["labelled"] else "no masks")
-        row += [f"{weights['median_frequency'][i]:.3f}", f"{weights['inverse_log'][i]:.3f}"]
+        for kind in ("median_frequency", "inverse_log"):
+            row.append(f"{weights[kind][i]:.3f}" if weights else "n/a")
         t.add_row(*row)
     out_console.print(t)
     out_console.print(f"mean {stats['mean']}  std {stats['std']} (0-255 scale)")

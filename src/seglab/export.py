@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from seglab.errors import SeglabError
-from seglab.inference.backends import example_input, to_openvino
+from seglab.inference.backends import (
+    ConversionError,
+    conversion_error,
+    example_input,
+    to_openvino,
+)
 from seglab.inference.predictor import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("seglab")
@@ -32,26 +37,24 @@ FORMATS = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.
 def calibration_inputs(
     folder: Path, in_channels: int, stride: int, scale: float, limit: int
 ) -> list[np.ndarray]:
-    """Up to ``limit`` images from ``folder``, scaled and padded like the Predictor does."""
-    import cv2
+    """Up to ``limit`` images from ``folder``, scaled and padded as the Predictor does."""
+    from seglab.data.io import IMAGE_SUFFIXES, adapt_channels, read_image
+    from seglab.data.transforms import scale_input
+    from seglab.inference.predict import image_files
+    from seglab.inference.predictor import pad_to_stride
 
-    from seglab.data.io import adapt_channels, read_image
-    from seglab.inference.predict import expand_inputs
-
-    files = expand_inputs([folder])
+    files = image_files(folder)
+    if not files:
+        raise SeglabError(
+            f"--calibration {folder} has no images ({', '.join(IMAGE_SUFFIXES)}); "
+            "pass a folder of typical images"
+        )
     step = max(1, len(files) // limit)
     out = []
     for f in files[::step][:limit]:
         img = adapt_channels(read_image(f), in_channels, f)
-        if scale != 1.0:
-            h, w = img.shape[:2]
-            img = cv2.resize(
-                img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-            img = img if img.ndim == 3 else img[:, :, None]
-        h, w = img.shape[:2]
-        img = np.pad(img, ((0, (-h) % stride), (0, (-w) % stride), (0, 0)), mode="reflect")
-        out.append(np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+        out.append(pad_to_stride(scale_input(x, scale), stride).numpy())
     return out
 
 
@@ -72,12 +75,16 @@ def export(
         raise SeglabError(
             f"--int8 needs --calibration DIR, a folder of typical images (got {calibration})"
         )
+    if int8 and calibration_size < 1:
+        raise SeglabError(
+            f"--calibration-size {calibration_size}: calibrate on at least 1 image (default 100)"
+        )
     if out.exists() and any(out.iterdir()):
         raise SeglabError(f"{out} exists and is not empty; choose another --out or delete it")
     ckpt = resolve_checkpoint(run_or_ckpt)
     model, config, meta = load_checkpoint(ckpt)
     model = model.to(memory_format=torch.contiguous_format).float().eval()
-    c, stride = meta["in_channels"], model.stride
+    c, stride, arch = meta["in_channels"], model.stride, config["model"]["name"]
     inference = {k: v for k, v in config["inference"].items() if k != "scale"}
     info = {
         "format": fmt,
@@ -101,30 +108,36 @@ def export(
         target = tmp / FORMATS[fmt]
         x = example_input(c, stride)
         if fmt == "onnx":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    (x,),
-                    str(target),
-                    input_names=["image"],
-                    output_names=["logits"],
-                    dynamic_axes={
-                        "image": {0: "n", 2: "h", 3: "w"},
-                        "logits": {0: "n", 2: "h", 3: "w"},
-                    },
-                    opset_version=17,
-                    dynamo=False,
-                )
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model,
+                        (x,),
+                        str(target),
+                        input_names=["image"],
+                        output_names=["logits"],
+                        dynamic_axes={
+                            "image": {0: "n", 2: "h", 3: "w"},
+                            "logits": {0: "n", 2: "h", 3: "w"},
+                        },
+                        opset_version=17,
+                        dynamo=False,
+                    )
+            except Exception as err:  # noqa: BLE001 - any exporter failure: not convertible
+                raise conversion_error(arch, "ONNX", err) from None
         elif fmt == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(model, x, check_trace=False)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    traced = torch.jit.trace(model, x, check_trace=False)
+            except Exception as err:  # noqa: BLE001 - any tracer failure: not convertible
+                raise conversion_error(arch, "TorchScript", err) from None
             traced.save(str(target))
         else:
             import openvino as ov
 
-            ov_model = to_openvino(model, c, stride)
+            ov_model = to_openvino(model, c, stride, arch)
             if int8:
                 ov_model = quantize_openvino(
                     ov_model,
@@ -140,6 +153,10 @@ def export(
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
+    except ConversionError as err:
+        raise SeglabError(
+            f"{err}; predict from the run instead: seglab predict {run_or_ckpt} --backend torch"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / FORMATS[fmt]
@@ -149,8 +166,6 @@ def quantize_openvino(ov_model, samples: list[np.ndarray]):
     """NNCF post-training INT8 quantization (activations and weights), CPU preset."""
     import nncf
 
-    if not samples:
-        raise SeglabError("the calibration folder has no images")
     logging.getLogger("nncf").setLevel(logging.ERROR)
     return nncf.quantize(
         ov_model,

@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np  # noqa: E402
 from seglab.errors import SeglabError  # noqa: E402
 from seglab.inference.predictor import Predictor, read_checkpoint, resolve_checkpoint  # noqa: E402
 from seglab.runs import write_atomic, write_json  # noqa: E402
+
+log = logging.getLogger("seglab")
 
 
 def latest_eval(run: Path) -> dict | None:
@@ -66,6 +69,11 @@ def describe_run(run: Path, size: tuple[int, int] | None, backend: str) -> dict:
     )
     rates = [e["images_per_s"] for e in epochs if e.get("images_per_s")]
     ev = latest_eval(run)
+    best_val = summary.get("best_val_mIoU")
+    # where mIoU comes from: the latest evaluation (test preferred), else training
+    source = f"{ev.get('split')} evaluation" if ev else None
+    if ev is None and best_val is not None:
+        source = "best validation in training"
     row = {
         "run": run.name,
         "path": str(run),
@@ -75,9 +83,11 @@ def describe_run(run: Path, size: tuple[int, int] | None, backend: str) -> dict:
         "train_minutes": round(summary.get("train_seconds", 0) / 60, 1) if summary else None,
         "epochs": summary.get("epochs"),
         "train_images_per_s": round(statistics.median(rates), 1) if rates else None,
-        "best_val_mIoU": summary.get("best_val_mIoU"),
+        "best_val_mIoU": best_val,
         "eval_split": ev.get("split") if ev else None,
-        "mIoU": ev["mIoU"] if ev else summary.get("best_val_mIoU"),
+        "mIoU": ev["mIoU"] if ev else best_val,
+        "mIoU_source": source,
+        "classes": list(ckpt["hyper_parameters"]["meta"]["classes"]),
         "per_class_iou": {c: m["iou"] for c, m in ev["per_class"].items()} if ev else {},
     }
     if size is not None:
@@ -92,6 +102,13 @@ def compare(
     if not runs:
         raise SeglabError("give at least one run directory to compare")
     rows = [describe_run(Path(r), size, backend) for r in runs]
+    if len({tuple(r["classes"]) for r in rows}) > 1:
+        log.warning(
+            "the runs have different classes, so their mIoU are not comparable: %s",
+            "; ".join(f"{r['run']}: {', '.join(r['classes'])}" for r in rows),
+        )
+    if len({r["mIoU_source"] for r in rows if r["mIoU"] is not None}) > 1:
+        log.warning("the mIoU come from different splits or sources (see the mIoU_source column)")
     classes = list(dict.fromkeys(c for r in rows for c in r["per_class_iou"]))
     out.mkdir(parents=True, exist_ok=True)
     cols = [
@@ -104,6 +121,7 @@ def compare(
         "latency_ms",
         "eval_split",
         "mIoU",
+        "mIoU_source",
     ]
     cols = [c for c in cols if any(c in r for r in rows)]
 

@@ -66,8 +66,17 @@ def plot_class_iou(metrics: dict, colors: list, path: Path) -> Path:
     names = list(metrics["per_class"])
     iou = [metrics["per_class"][n]["iou"] for n in names]
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.5))
-    vals = [100 * v if v is not None else 0 for v in iou]
-    ax.bar(range(len(names)), vals, color=_colors01(colors)[: len(names)], edgecolor="black")
+    scored = [i for i, v in enumerate(iou) if v is not None]
+    colors01 = _colors01(colors)
+    ax.bar(
+        scored,
+        [100 * iou[i] for i in scored],
+        color=[colors01[i] for i in scored],
+        edgecolor="black",
+    )
+    for i, v in enumerate(iou):
+        if v is None:  # in neither ground truth nor prediction: no score, not 0%
+            ax.text(i, 1, "n/a", ha="center", va="bottom", fontsize=8, color="dimgray")
     if metrics["mIoU"] is not None:
         ax.axhline(
             100 * metrics["mIoU"],
@@ -230,7 +239,7 @@ def write_report(
 <h2>Per class</h2>
 <table><thead><tr><th>class</th><th>IoU %</th><th>Dice %</th><th>precision %</th><th>recall (accuracy) %</th><th>pixels</th></tr></thead>
 <tbody>{rows}</tbody></table>
-{_img_tag(iou_png, "IoU per class; dashed line: mIoU")}
+{_img_tag(iou_png, "IoU per class; dashed line: mIoU; n/a: class in neither ground truth nor prediction")}
 <h2>Confusions</h2>
 {_img_tag(cm_png, "row-normalised confusion matrix: where each class's pixels went")}
 {"<h2>Training</h2>" + _img_tag(curves_png, "training loss, validation mIoU and learning rate per epoch") if curves_png else ""}

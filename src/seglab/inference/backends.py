@@ -113,14 +113,25 @@ class OnnxRuntimeBackend:
         return torch.from_numpy(out)
 
 
+class ConversionError(SeglabError):
+    """The OpenVINO, ONNX or TorchScript converter cannot translate a model (an operation it
+    does not support, as ``max_unpool2d`` was before SegNet unpooled with a scatter)."""
+
+
+def conversion_error(arch: str, target: str, err: Exception) -> ConversionError:
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    return ConversionError(f"model {arch} cannot be converted to {target} ({reason})")
+
+
 def example_input(in_channels: int, stride: int) -> torch.Tensor:
     """A tracing input: 0-255 noise, a few strides high and wide."""
     side = max(256, 4 * stride)
     return torch.rand(1, in_channels, side, side) * 255
 
 
-def to_openvino(model: nn.Module, in_channels: int, stride: int):
-    """PyTorch model -> ``openvino.Model`` with dynamic batch, height and width."""
+def to_openvino(model: nn.Module, in_channels: int, stride: int, arch: str = "model"):
+    """PyTorch model -> ``openvino.Model`` with dynamic batch, height and width; a
+    :class:`ConversionError` naming ``arch`` when OpenVINO cannot convert it."""
     import openvino as ov
 
     model = model.to(memory_format=torch.contiguous_format).float().eval()
@@ -130,18 +141,23 @@ def to_openvino(model: nn.Module, in_channels: int, stride: int):
         warnings.filterwarnings(
             "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning
         )
-        return ov.convert_model(
-            model,
-            example_input=example_input(in_channels, stride),
-            input=[ov.PartialShape([-1, in_channels, -1, -1])],
-        )
+        try:
+            return ov.convert_model(
+                model,
+                example_input=example_input(in_channels, stride),
+                input=[ov.PartialShape([-1, in_channels, -1, -1])],
+            )
+        except Exception as err:  # noqa: BLE001 - any frontend failure: not convertible
+            raise conversion_error(arch, "OpenVINO", err) from None
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SEGLAB_CACHE", Path.home() / ".cache" / "seglab"))
 
 
-def cached_openvino(ckpt: Path, model: nn.Module, in_channels: int, stride: int) -> Path:
+def cached_openvino(
+    ckpt: Path, model: nn.Module, in_channels: int, stride: int, arch: str = "model"
+) -> Path:
     """The OpenVINO IR of a checkpoint, converted once and kept under the cache folder
     (keyed by the checkpoint's content); the checkpoint and its run are not touched."""
     digest = hashlib.sha256()
@@ -158,7 +174,7 @@ def cached_openvino(ckpt: Path, model: nn.Module, in_channels: int, stride: int)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
-        ov.save_model(to_openvino(model, in_channels, stride), tmp / "model.xml", False)
+        ov.save_model(to_openvino(model, in_channels, stride, arch), tmp / "model.xml", False)
         os.replace(tmp, folder)
     except OSError:
         if not xml.is_file():  # another process may have won the race

@@ -13,12 +13,27 @@ from seglab.errors import SeglabError
 from seglab.inference.predictor import Predictor, overlay
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders -> their image files (recursively, sorted)."""
+def image_files(folder: Path, skip: Path | None = None) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted), none from under ``skip``."""
+    return sorted(
+        f
+        for f in folder.rglob("*")
+        if f.suffix.lower() in IMAGE_SUFFIXES
+        and f.is_file()
+        and not (skip and f.resolve().is_relative_to(skip))
+    )
+
+
+def expand_inputs(inputs: list[Path], out: Path | None = None) -> list[Path]:
+    """Files as given; folders -> their image files (recursively, sorted), except those
+    under the output folder ``out`` when it lies inside the input folder (an earlier run's
+    masks are not inputs)."""
     files: list[Path] = []
+    o = out.resolve() if out is not None else None
     for p in inputs:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            inside = o is not None and o != p.resolve() and o.is_relative_to(p.resolve())
+            files += image_files(p, o if inside else None)
         elif p.is_file():
             files.append(p)
         else:
@@ -53,7 +68,7 @@ def predict(
 ) -> list[Path]:
     """Predict every image; returns the mask paths. Unreadable images are skipped and
     reported together at the end (an error), after every readable one was written."""
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     colors = predictor.meta["colors"]

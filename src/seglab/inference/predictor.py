@@ -12,6 +12,7 @@ memory is bounded by one row of tiles.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from seglab.data.io import adapt_channels, read_image
 from seglab.data.transforms import scale_input
 from seglab.errors import SeglabError
 from seglab.inference.backends import (
+    ConversionError,
     OnnxRuntimeBackend,
     OpenVINOBackend,
     TorchBackend,
@@ -33,6 +35,8 @@ from seglab.inference.backends import (
 from seglab.models.registry import SegModel, build_model
 
 __all__ = ["Predictor", "load_checkpoint", "resolve_precision"]
+
+log = logging.getLogger("seglab")
 
 FLIPS = ("hflip", "vflip", "d4")
 # d4: the 8 symmetries of the square (4 rotations by 90 degrees, each with and without a
@@ -45,6 +49,11 @@ def _views(flips: Sequence[str]) -> list[tuple[int, bool]]:
         return [(k, f) for k in range(4) for f in (False, True)]
     named = {"hflip": (0, True), "vflip": (2, True)}  # vflip = hflip, then half a turn
     return [(0, False), *[named[f] for f in flips]]
+
+
+def tta_passes(flips: Sequence[str], scales: Sequence[float]) -> int:
+    """Network passes per image: TTA views times scales (1 without TTA)."""
+    return len(_views(flips)) * len(scales)
 
 
 def parse_tta(spec: str | Sequence[str] | None) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -87,11 +96,18 @@ def run_padded(net, x: torch.Tensor, stride: int) -> torch.Tensor:
     ``stride`` (reflect; replicate when the pad exceeds the image), run, crop back.
     Shared by training and inference so both see the same border."""
     sh, sw = x.shape[-2:]
+    return net(pad_to_stride(x, stride))[..., :sh, :sw]
+
+
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad the bottom and right edges of ``... x h x w`` to multiples of ``stride``
+    (reflect; replicate when the pad exceeds the image)."""
+    sh, sw = x.shape[-2:]
     ph, pw = (-sh) % stride, (-sw) % stride
     if ph or pw:
         mode = "reflect" if ph < sh and pw < sw else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return net(x)[..., :sh, :sw]
+    return x
 
 
 def class_argmax(scores: torch.Tensor) -> torch.Tensor:
@@ -294,6 +310,10 @@ class Predictor:
     def tta(self) -> bool:
         return bool(self.flips) or len(self.scales) > 1
 
+    @property
+    def tta_passes(self) -> int:
+        return tta_passes(self.flips, self.scales)
+
     # -- the network on stride-padded input -------------------------------------------
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         """Float ``B x C x h x w`` -> logits of the same size (pad to stride, run, crop)."""
@@ -320,8 +340,7 @@ class Predictor:
                     out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
                 p = out.softmax(1)
                 total = p if total is None else total + p
-        n = len(self.scales) * len(views)
-        return (total / n).clamp_min(1e-8).log()
+        return (total / self.tta_passes).clamp_min(1e-8).log()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` pixels (0..255, any H, W) -> float32 logits ``B x K x H x W``
@@ -403,12 +422,17 @@ class Predictor:
         if model is not None:
             model.eval()
 
+    def tiles(self, h: int, w: int) -> bool:
+        """Whether an ``h x w`` image goes through :meth:`predict_tiled`: its logits, at the
+        input's or the network's largest size (TTA scales included), would exceed
+        ``max_pixels``."""
+        return h * w * max(self.scale * max(self.scales), 1.0) ** 2 > self.max_pixels
+
     @torch.inference_mode()
     def predict(self, image: np.ndarray, path: str | Path = "<image>") -> np.ndarray:
         """``H x W x C`` uint8 image -> ``H x W`` uint8 class-index mask of the same size."""
         self._eval_mode()
-        h, w = image.shape[:2]
-        if h * w * max(self.scale, 1.0) ** 2 > self.max_pixels:  # input- or network-size logits
+        if self.tiles(*image.shape[:2]):
             return self.predict_tiled(self.adapt(image, path))
         return class_argmax(self.logits(self.to_tensor(image, path)))[0].to(torch.uint8).numpy()
 
@@ -445,13 +469,24 @@ class Predictor:
         for key in ("scale", "batch_size", "tta", "max_pixels", "tile", "overlap"):
             if key in inf:
                 kw.setdefault(key, inf[key])
-        name = resolve_backend(backend or inf.get("backend", "auto"))
+        requested = backend or inf.get("backend", "auto")
+        name = resolve_backend(requested)
+        channels_last = config["train"]["channels_last"]
+        if name == "openvino":
+            try:
+                arch = config["model"]["name"]
+                xml = cached_openvino(ckpt, model, meta["in_channels"], model.stride, arch)
+                engine = OpenVINOBackend(xml, precision)
+            except ConversionError as err:
+                if requested != "auto":
+                    raise SeglabError(f"{err}; use --backend torch") from None
+                log.info("%s; predicting with the torch backend instead", err)
+                name = "torch"
+                if channels_last:  # the conversion left the weights contiguous
+                    model = model.to(memory_format=torch.channels_last)
         if name == "torch":
-            engine = TorchBackend(model, precision, config["train"]["channels_last"])
-        elif name == "openvino":
-            xml = cached_openvino(ckpt, model, meta["in_channels"], model.stride)
-            engine = OpenVINOBackend(xml, precision)
-        else:
+            engine = TorchBackend(model, precision, channels_last)
+        elif name != "openvino":
             raise SeglabError(
                 f"backend onnxruntime needs an exported model; run seglab export {source} "
                 "--format onnx and predict with the exported folder"
@@ -544,10 +579,23 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def read_semantic_checkpoint(run_or_ckpt: str | Path) -> dict:
+    """:func:`read_checkpoint` of a run or checkpoint whose model is semantic: instance
+    models are not exported, benchmarked or run on other backends."""
+    path = resolve_checkpoint(run_or_ckpt)
+    ckpt = read_checkpoint(path)
+    if ckpt["hyper_parameters"]["config"].get("task") == "instance":
+        raise SeglabError(
+            f"{path} is an instance model (task: instance); instance models run on PyTorch "
+            f"only; use seglab predict {run_or_ckpt}"
+        )
+    return ckpt
+
+
 def load_checkpoint(run_or_ckpt: str | Path) -> tuple[SegModel, dict, dict]:
     """(model in eval mode, resolved config dict, dataset meta) from a run or checkpoint."""
     path = resolve_checkpoint(run_or_ckpt)
-    ckpt = read_checkpoint(path)
+    ckpt = read_semantic_checkpoint(run_or_ckpt)
     config, meta = ckpt["hyper_parameters"]["config"], ckpt["hyper_parameters"]["meta"]
     m = config["model"]
     model = build_model(

@@ -402,7 +402,7 @@ def predict_instance(
     ``<stem>_overlay.png``; ``results.json`` (COCO results, image ids 1.. in file order with
     ``file_name``) for all. Returns the instance PNG paths."""
     task, _ = load_instance_task(run_or_ckpt, proposals)
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
     cats = category_ids(task.hparams.meta)
     results, written = [], []

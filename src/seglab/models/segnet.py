@@ -46,6 +46,15 @@ class SegNetEncoder(nn.Module):
         return x, indices, sizes
 
 
+def max_unpool(x: torch.Tensor, indices: torch.Tensor, size) -> torch.Tensor:
+    """``nn.MaxUnpool2d`` to ``size`` (H, W) as one scatter of each value to its pooling
+    index: the same numbers, and unlike ``max_unpool2d`` it converts to ONNX, OpenVINO and
+    TorchScript (their converters stop at the unpooling's size check)."""
+    n, c = x.shape[:2]
+    out = x.new_zeros(n, c, size[0] * size[1])
+    return out.scatter(2, indices.flatten(2), x.flatten(2)).view(n, c, size[0], size[1])
+
+
 class SegNet(nn.Module):
     """Encoder -> mirrored decoder (max-unpooling with the encoder's indices) -> classifier."""
 
@@ -62,11 +71,10 @@ class SegNet(nn.Module):
                 layers += _cbr(ch[i], ch[i] if j < n - 1 else cout)
             stages.append(nn.Sequential(*layers))
         self.decoder = nn.ModuleList(stages)
-        self.unpool = nn.MaxUnpool2d(2, 2)
         self.classifier = nn.Conv2d(ch[0], num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, indices, sizes = self.encoder(x)
         for stage, idx, size in zip(self.decoder, reversed(indices), reversed(sizes), strict=True):
-            x = stage(self.unpool(x, idx, output_size=size))
+            x = stage(max_unpool(x, idx, size))
         return self.classifier(x)

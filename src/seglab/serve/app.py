@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import time
 from collections.abc import Hashable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +49,8 @@ from seglab.serve.queue import InferenceQueue, QueueFull
 STATIC = Path(__file__).parent / "static"
 MiB = 1 << 20
 TTA_OFF = ("", "none", "off")
+#: network passes per image a request's tta may ask for (views x scales; d4 alone is 8)
+MAX_TTA_PASSES = 16
 
 
 # -- response bodies (the OpenAPI schema is generated from these) ---------------------------
@@ -292,12 +293,20 @@ class Models:
             )
         key = (name, spec)
         if key not in self._variants:
-            from seglab.inference.predictor import parse_tta
+            from seglab.inference.predictor import parse_tta, tta_passes
 
             try:
                 flips, scales = parse_tta("" if spec in TTA_OFF else spec)
             except SeglabError as err:
                 raise UploadError(422, "invalid_tta", one_line(err)) from None
+            passes = tta_passes(flips, scales)
+            if passes > MAX_TTA_PASSES:  # each such request would hold the worker long
+                raise UploadError(
+                    422,
+                    "invalid_tta",
+                    f"tta {tta!r} runs the network {passes} times per image; the service "
+                    f"allows at most {MAX_TTA_PASSES} (e.g. d4 with one extra scale)",
+                )
             variant = copy.copy(base)
             variant.flips, variant.scales = flips, scales
             if len(self._variants) < 64:  # bounded: specs are user input
@@ -388,6 +397,7 @@ def create_app(
     app.state.models = served
     app.state.registry = registry
     known = {"/", "/healthz", "/metrics", "/v1/models", "/v1/segment", "/openapi.json", "/docs"}
+    methods = {"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"}  # others: "other"
     body_limit = max_upload_bytes + 64 * 1024  # the file plus the multipart framing and fields
 
     def too_large_body() -> JSONResponse:
@@ -408,7 +418,8 @@ def create_app(
         else:
             response = await call_next(request)
         latency.labels(label).observe(time.perf_counter() - start)
-        requests_total.labels(label, request.method, str(response.status_code)).inc()
+        method = request.method if request.method in methods else "other"
+        requests_total.labels(label, method, str(response.status_code)).inc()
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -525,8 +536,7 @@ def create_app(
             except SeglabError as err:
                 raise UploadError(422, "wrong_channels", one_line(err)) from None
         h, w = image.shape[:2]
-        scale = float(getattr(predictor, "scale", 1.0))
-        tiled = h * w * max(scale, 1.0) ** 2 > getattr(predictor, "max_pixels", math.inf)
+        tiled = hasattr(predictor, "tiles") and predictor.tiles(h, w)
         key = (predictor, (h, w, image.shape[2]), next(solo) if tiled else None)
         start = time.perf_counter()
         try:

@@ -4,6 +4,7 @@ equals the mask ``seglab predict`` writes for the same file)."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -69,6 +70,24 @@ def header_size(data: bytes, media_type: str) -> tuple[int, int]:
             ) from None
 
 
+def tiff_pixels(data: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """(pixels, shape) of a TIFF's first series from its headers, without decoding: every page
+    and every channel beyond a pixel's 1-4 colour samples counts as a plane of pixels, as
+    :func:`seglab.data.imageio_ext.read_image_any` reads pages as channels. None when tifffile
+    cannot parse the file (the decoder then reports it)."""
+    import io
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tf:
+            axes, shape = tf.series[0].axes, tuple(tf.series[0].shape)
+    except Exception:  # noqa: BLE001 - unparsable: read_image decides
+        return None
+    samples = shape[-1] if axes.endswith("S") and shape[-1] <= 4 else 1
+    return math.prod(shape) // samples, shape
+
+
 def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """Bytes of an uploaded file -> ``H x W x C`` uint8, or :class:`UploadError`."""
     if not data:
@@ -97,6 +116,13 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         )
     if w < 1 or h < 1:
         raise UploadError(400, "undecodable", f"the image has no pixels ({w}x{h})")
+    if media_type == "image/tiff" and (found := tiff_pixels(data)) and found[0] > max_pixels:
+        raise UploadError(
+            413,
+            "too_many_pixels",
+            f"the TIFF holds {found[0]} pixels over its pages and channels (shape {found[1]}); "
+            f"the limit is {max_pixels} pixels",
+        )
     with tempfile.TemporaryDirectory(prefix="seglab-upload-") as tmp:
         path = Path(tmp) / f"upload{ACCEPTED[media_type]}"
         path.write_bytes(data)
