@@ -225,3 +225,30 @@ def test_unfrozen_encoder_trains_again(tmp_path, synth_root, trained_run):
     )
     train(config_from_dict(cfg), tmp_path / "runs", callbacks=[EncoderMode()])
     assert modes == {0: {(False, False)}, 1: {(True, True)}, 2: {(True, True)}}
+
+
+def test_imagenet_first_conv_is_adapted_to_other_input_channels(tmp_path, monkeypatch):
+    """A grey LR-ASPP with ImageNet weights keeps the pretrained stem, summed over RGB (as
+    SMP and timm encoders do), rather than a random one. The weights come from torch hub's
+    cache, where a download would put them (a stand-in file: nothing is downloaded here)."""
+    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+
+    weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    stand_in = mobilenet_v3_large().state_dict()
+    torch.save(stand_in, cache / weights.url.rsplit("/", 1)[1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net = build_model("lraspp", 3, 1, [0.0], [1.0], encoder_weights="imagenet")
+    (stem,) = [k for k in net.state_dict() if k.endswith("backbone.0.0.weight")]
+    torch.testing.assert_close(net.state_dict()[stem][:, 0], stand_in["features.0.0.weight"].sum(1))
+
+
+def test_model_options_that_cannot_work_are_one_line_errors():
+    with pytest.raises(SeglabError, match=r"model.options.variant '4s': use 32s, 16s or 8s"):
+        build_model("fcn", 3, 3, [0.0] * 3, [1.0] * 3, options={"variant": "4s"})
+    with pytest.raises(SeglabError, match=r"width 0.5: segnet's ImageNet weights fit width 1.0"):
+        build_model(
+            "segnet", 3, 3, [0.0] * 3, [1.0] * 3, encoder_weights="imagenet", options={"width": 0.5}
+        )

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import SeglabError
+
 
 class FCN(nn.Module):
     def __init__(
@@ -17,7 +19,7 @@ class FCN(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
-            raise ValueError(f"variant must be 32s, 16s or 8s, got {variant!r}")
+            raise SeglabError(f"model.options.variant {variant!r}: use 32s, 16s or 8s")
         self.encoder = encoder
         self.variant = variant
         ch = encoder.out_channels  # (in, s2, s4, s8, s16, s32)

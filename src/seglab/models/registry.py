@@ -162,6 +162,14 @@ def fcn(
     return FCN(enc, num_classes, variant=variant, **options)
 
 
+def _adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """An RGB first convolution's weights for ``in_channels`` inputs (timm's
+    adapt_input_conv, as SMP and timm encoders do it: grey sums RGB, more channels repeat)."""
+    from timm.models import adapt_input_conv
+
+    return adapt_input_conv(in_channels, weight.detach().clone())
+
+
 @register("segnet", stride=32, summary="SegNet: VGG16-BN encoder, max-unpooling decoder (ours)")
 def segnet(
     num_classes: int,
@@ -176,6 +184,11 @@ def segnet(
         raise SeglabError("model.encoder: segnet has its own VGG16-BN encoder; set vgg16_bn")
     net = SegNet(num_classes, in_channels, width)
     if encoder_weights == "imagenet":
+        if width != 1.0:  # no layer of a narrower VGG has the ImageNet shapes
+            raise SeglabError(
+                f"model.options.width {width}: segnet's ImageNet weights fit width 1.0 only; "
+                "drop the width or set model.encoder_weights: null"
+            )
         try:
             from torchvision.models import VGG16_BN_Weights, vgg16_bn
 
@@ -185,8 +198,9 @@ def segnet(
         convs = [m for m in vgg if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
         mine = [m for m in net.encoder.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
         for a, b in zip(convs, mine, strict=True):
-            if a.weight.shape == b.weight.shape:
-                b.load_state_dict(a.state_dict(), strict=False)
+            if a.weight.shape != b.weight.shape:  # the first conv, other input channels
+                a.weight.data = _adapt_first_conv(a.weight, in_channels)
+            b.load_state_dict(a.state_dict(), strict=False)
     return net
 
 
@@ -240,6 +254,8 @@ def lraspp(
         backbone.features[0][0] = nn.Conv2d(
             in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
         )
+        if weights is not None:  # ImageNet's first conv, summed or repeated over the channels
+            backbone.features[0][0].weight.data = _adapt_first_conv(old.weight, in_channels)
     return LRASPPNet(_lraspp_mobilenetv3(backbone, num_classes))
 
 
