@@ -323,6 +323,24 @@ def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, instance_r
     assert all(r["file_name"] == "im6.png" and "counts" in r["segmentation"] for r in res)
 
 
+def test_instance_predict_writes_every_readable_image_then_fails(
+    discs_dsb, instance_run, tmp_path
+):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a", "c"):
+        (inputs / f"{name}.png").write_bytes((discs_dsb / "images" / "im6.png").read_bytes())
+    (inputs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    r = run_cli("predict", instance_run, inputs, "--out", out)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "predicted 2 of 3" in errors[0] and "b.png" in errors[0]
+    for name in ("a", "c"):
+        assert (out / f"{name}_instances.png").is_file() and (out / f"{name}_overlay.png").is_file()
+    res = json.loads((out / "results.json").read_text())
+    assert {r["file_name"] for r in res} == {"a.png", "c.png"}
+
+
 def test_tiny_coco_trains_and_evaluates_end_to_end_via_cli(tmp_path):
     root = shared_dataset("tiny_coco")
     raw = _config(

@@ -400,17 +400,22 @@ def predict_instance(
 ) -> list[Path]:
     """Per image ``<stem>_instances.png`` (16-bit ids, 0 background) and
     ``<stem>_overlay.png``; ``results.json`` (COCO results, image ids 1.. in file order with
-    ``file_name``) for all. Returns the instance PNG paths."""
+    ``file_name``) for all. Returns the instance PNG paths. Unreadable images are skipped
+    and reported together at the end (an error), after every readable one was written."""
     task, _ = load_instance_task(run_or_ckpt, proposals)
     files = expand_inputs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
     cats = category_ids(task.hparams.meta)
-    results, written = [], []
+    results, written, failed = [], [], []
     for n, f in enumerate(progress(files) if progress else files, start=1):
-        image = adapt_channels(read_image(f), task.hparams.meta["in_channels"], f)
-        inst, dets = task.predict_instances(image)
-        if inst.max() > 65535:
-            raise SeglabError(f"{f}: {inst.max()} instances do not fit a 16-bit PNG")
+        try:
+            image = adapt_channels(read_image(f), task.hparams.meta["in_channels"], f)
+            inst, dets = task.predict_instances(image)
+            if inst.max() > 65535:
+                raise SeglabError(f"{f}: {inst.max()} instances do not fit a 16-bit PNG")
+        except SeglabError as err:
+            failed.append(str(err))
+            continue
         path = out / f"{f.stem}_instances.png"
         write_png(path, inst.astype(np.uint16))
         write_png(out / f"{f.stem}_overlay.png", instance_overlay(image, inst, alpha))
@@ -426,4 +431,9 @@ def predict_instance(
             )
         written.append(path)
     write_json(out / "results.json", results)
+    if failed:
+        raise SeglabError(
+            f"predicted {len(written)} of {len(files)} images into {out}; "
+            f"{len(failed)} failed, first: {failed[0]}"
+        )
     return written
