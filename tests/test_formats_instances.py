@@ -167,6 +167,16 @@ def test_coco_classes_must_match_the_json(bad_coco: Path):
     assert SegDataset(d, "val").load(0)[1].max() == 2
 
 
+def test_instance_coco_classes_must_match_the_json(bad_coco: Path):
+    from seglab.instance.data import InstanceDataset
+
+    cfg = DataConfig(format="coco", root=bad_coco, classes=["background", "car"])
+    with pytest.raises(SeglabError, match="instances_val2017.json has 2 categories"):
+        InstanceDataset(DatasetDefinition.from_config(cfg), "val")
+    cfg = DataConfig(format="coco", root=bad_coco, classes=["bg", "auto", "zug"])
+    assert len(InstanceDataset(DatasetDefinition.from_config(cfg), "val")) == 3
+
+
 def test_coco_spec_names_another_annotation_file(bad_coco: Path, tmp_path: Path):
     ann = json.loads((bad_coco / "annotations" / "instances_val2017.json").read_text())
     ann["images"] = ann["images"][:1]

@@ -101,6 +101,9 @@ class InstanceDataset(Dataset):
                 f"split '{split}' has no annotations (e.g. for {missing[0]}); "
                 "it can be predicted but not trained or evaluated"
             )
+        if definition.format == "coco":  # the JSON decides the class indices
+            for f in dict.fromkeys(it.mask for it in self.pairs):
+                coco._check_classes(coco.load_coco(f), definition, Path(f))
         self.crop = crop
         self.augment = augment
         self.samples = [read_sample(it, definition) for it in self.pairs]
