@@ -136,6 +136,7 @@ def test_coco_bad_annotations_are_clipped_skipped_and_counted(bad_coco: Path):
         "empty_mask": 2,  # the far polygon and the degenerate polygon of the zero-area box
         "unknown_category": 1,
         "bad_segmentation": 1,
+        "missing_key": 0,
         "image_without_annotations": 1,
     }
     classes = coco_fmt.dataset_classes(bad_coco)
@@ -152,6 +153,27 @@ def test_coco_bad_annotations_are_clipped_skipped_and_counted(bad_coco: Path):
     assert set(np.unique(inst)) == {0, 1, 2, 3}  # three usable objects in JSON order
     assert inst[5, 13] == 1 and inst[12, 22] == 2 and inst[0, 0] == 3
     assert (coco_fmt.read_instances(ds.pairs[1], d) == 0).all()  # crowd is no instance
+
+
+def test_coco_entries_without_ids(bad_coco: Path):
+    """Annotations without id / image_id / category_id are dropped and counted; images and
+    categories without an id are refused naming the file and the entry."""
+    f = bad_coco / "annotations" / "instances_val2017.json"
+    data = json.loads(f.read_text())
+    good = {"image_id": 3, "category_id": 3, "segmentation": [_square(0, 0, 9, 9)], "id": 50}
+    for key in ("id", "image_id", "category_id"):
+        data["annotations"].append({k: v for k, v in good.items() if k != key})
+    f.write_text(json.dumps(data))
+    problems = coco_fmt.annotation_problems(bad_coco, "val")
+    assert problems["missing_key"] == 3 and problems["image_without_annotations"] == 1
+    d = DatasetDefinition.from_config(DataConfig(format="coco", root=bad_coco))
+    assert (SegDataset(d, "val").load(2)[1] == 0).all()  # image 3 keeps no annotation
+    for kind in ("images", "categories"):
+        broken = json.loads(json.dumps(data))
+        del broken[kind][1]["id"]
+        f.write_text(json.dumps(broken))
+        with pytest.raises(SeglabError, match=rf"instances_val2017.json: {kind}\[1\].*no 'id'"):
+            coco_fmt.load_coco(f)
 
 
 def test_coco_classes_must_match_the_json(bad_coco: Path):

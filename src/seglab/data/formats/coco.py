@@ -35,9 +35,10 @@ same painting order as the semantic mask.
 Bad annotations never raise: polygons reaching outside the image are clipped to it (by
 pycocotools' rasteriser, so masks equal ``COCO.annToMask``; coordinates absurdly far
 outside are first cut geometrically), polygons with fewer than 3 points are dropped,
-annotations that rasterise to nothing, refer to an unknown category or carry an
-unreadable segmentation are skipped, and images without annotations are all background.
-:func:`annotation_problems` counts each kind.
+annotations that rasterise to nothing, refer to an unknown category, carry an unreadable
+segmentation or lack ``id`` / ``image_id`` / ``category_id`` are skipped, and images without
+annotations are all background. :func:`annotation_problems` counts each kind. Images and
+categories without an ``id`` are refused (one-line error naming the JSON and the entry).
 """
 
 from __future__ import annotations
@@ -153,8 +154,12 @@ PROBLEM_KINDS = (
     "empty_mask",  # the annotation rasterises to no pixel: skipped
     "unknown_category",  # category_id not in the JSON's categories: skipped
     "bad_segmentation",  # missing or unreadable segmentation (malformed RLE ...): skipped
+    "missing_key",  # no 'id', 'image_id' or 'category_id': dropped when the JSON is read
     "image_without_annotations",  # an image with no annotation: all background
 )
+
+#: The keys pycocotools needs in every annotation.
+ANN_KEYS = {"id", "image_id", "category_id"}
 
 # resolved JSON path -> ((mtime_ns, size), COCO); each file is parsed once per process
 _COCO_CACHE: dict[str, tuple[tuple[int, int], COCO]] = {}
@@ -183,8 +188,18 @@ def load_coco(path: str | Path) -> COCO:
         )
     data.setdefault("annotations", [])
     data.setdefault("categories", [])
+    for kind in ("images", "categories"):
+        for i, entry in enumerate(data[kind]):
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise SeglabError(
+                    f"COCO annotation file {path}: {kind}[{i}] ({repr(entry)[:80]}) has no 'id'; "
+                    "give every image and category an id"
+                )
+    anns = data["annotations"]
+    data["annotations"] = [a for a in anns if isinstance(a, dict) and ANN_KEYS <= a.keys()]
     coco = COCO()
     coco.dataset = data
+    coco.missing_keys = len(anns) - len(data["annotations"])  # counted by annotation_problems
     with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress
         coco.createIndex()
     _COCO_CACHE[key] = (stamp, coco)
@@ -496,7 +511,7 @@ def annotation_problems(root: Path, split: str, spec: str | None = None) -> dict
     root = Path(root)
     ann_file = _annotation_file(root, split, spec)
     coco = load_coco(ann_file)
-    problems: Counter = Counter()
+    problems: Counter = Counter(missing_key=coco.missing_keys)
     for image_id in coco.imgs:
         try:
             h, w = _image_size(coco, image_id, None)
