@@ -267,6 +267,16 @@ def test_bad_annotations_counted_and_mask_rcnn_trains_and_evaluates_on_them(bad_
     assert set(m["thresholds"]) == {"score_threshold"}
 
 
+def test_augmentation_keeps_the_shape_of_non_square_images(bad_coco):
+    d = DatasetDefinition.from_config(config_from_dict(_config(bad_coco, "coco")).data)
+    ds = InstanceDataset(d, "train", crop=None, augment=True)
+    torch.manual_seed(0)
+    for _ in range(40):
+        b = ds[1]  # 48 x 64 with a crowd region
+        assert b["image"].shape == (3, 48, 64)
+        assert b["instances"].shape == b["crowd"].shape == (48, 64)
+
+
 def test_maskrcnn_resnet50_builds_and_runs_a_step():
     from seglab.errors import SeglabError
     from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect

@@ -141,7 +141,9 @@ class InstanceDataset(Dataset):
             if rng.random() < 0.5:
                 img, inst, crowd = img[::-1], inst[::-1], crowd[::-1]
             k = int(rng.integers(0, 4))
-            if k and (self.crop is None or self.crop[0] == self.crop[1]):
+            if inst.shape[0] != inst.shape[1]:  # a quarter turn would change the shape
+                k -= k % 2
+            if k:
                 img, inst, crowd = np.rot90(img, k), np.rot90(inst, k), np.rot90(crowd, k)
         image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         return {
