@@ -9,9 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from conftest import shared_dataset
 
 from seglab.config import DataConfig, load_config
+from seglab.data import convert
 from seglab.data.convert import convert_dataset
 from seglab.data.dataset import (
     DatasetDefinition,
@@ -208,10 +210,12 @@ def _assert_same(src: DatasetDefinition, dst: DatasetDefinition, split: str, n: 
 
 
 def test_convert_synthetic_round_trip(synth, tmp_path):
-    # one TIFF image: re-encoded as PNG; the PNGs are copied byte for byte
+    # one BMP image: re-encoded as PNG; the PNGs and TIFFs are copied byte for byte
     img = cv2.imread(str(synth / "images" / "train_0000.png"))
-    cv2.imwrite(str(synth / "images" / "train_0000.tif"), img)
+    cv2.imwrite(str(synth / "images" / "train_0000.bmp"), img)
     (synth / "images" / "train_0000.png").unlink()
+    cv2.imwrite(str(synth / "images" / "train_0001.tif"), img)
+    (synth / "images" / "train_0001.png").unlink()
     d = _definition(synth)
     out = tmp_path / "converted"
     out.mkdir()  # an empty folder is fine
@@ -229,6 +233,8 @@ def test_convert_synthetic_round_trip(synth, tmp_path):
     for split in ("train", "val", "test"):
         _assert_same(d, d2, split)
     assert (out / "images" / "train_0000.png").is_file()
+    tif = (synth / "images" / "train_0001.tif").read_bytes()
+    assert (out / "images" / "train_0001.tif").read_bytes() == tif
     src = (synth / "images" / "val_0008.png").read_bytes()
     assert (out / "images" / "val_0008.png").read_bytes() == src
     assert not list(tmp_path.glob(".converted*"))
@@ -265,6 +271,48 @@ def test_convert_renames_shared_stems(tmp_path):
     assert (out / "val.txt").read_text() == "val_a\n"
     _assert_same(d, d2, "train")
     _assert_same(d, d2, "val")
+
+
+def test_convert_two_classes_keeps_ignored_pixels(tmp_path):
+    """2 classes, ignore_index 255: a converted mask holding only class 0 and ignored pixels
+    must not read back as a 0/255 binary mask (0/1); the copy uses ignore_index 254."""
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.csv").write_text("bg,0,0,0\nfg,255,255,255\nignore,255,0,0\n")
+    cv2.imwrite(str(root / "images" / "a.png"), np.full((8, 8, 3), 90, np.uint8))
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[:2] = (255, 0, 0)  # ignore colour
+    cv2.imwrite(str(root / "masks" / "a.png"), rgb[..., ::-1])
+    d = DatasetDefinition.from_config(DataConfig(format="folder", root=root))
+    assert (d.num_classes, d.ignore_index) == (2, 255)
+    d2 = DatasetDefinition.from_config(load_config(convert_dataset(d, tmp_path / "out")).data)
+    _, mask = SegDataset(d2, "train", cache=False).load(0)
+    assert np.unique(mask[:2]).tolist() == [d2.ignore_index] and not mask[2:].any()
+    assert d2.ignore_index == 254
+
+
+def test_convert_multichannel_tiff(tmp_path, monkeypatch):
+    """A 5-channel TIFF (PNG holds at most 4) is copied byte for byte; an image that cannot
+    be written as PNG is a one-line error naming it, and nothing is left behind."""
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    c5 = np.random.default_rng(0).integers(0, 256, (8, 8, 5), dtype=np.uint8)
+    tifffile.imwrite(root / "images" / "a.tif", c5, photometric="minisblack", planarconfig="contig")
+    cv2.imwrite(str(root / "masks" / "a.png"), np.ones((8, 8), np.uint8))
+    kw = {"classes": ["a", "b"], "in_channels": 5, "mean": [0.0] * 5, "std": [1.0] * 5}
+    d = _definition(root, **kw)
+    out = tmp_path / "out"
+    d2 = DatasetDefinition.from_config(load_config(convert_dataset(d, out)).data)
+    assert (out / "images" / "a.tif").read_bytes() == (root / "images" / "a.tif").read_bytes()
+    _assert_same(d, d2, "train")
+    # re-encoded as PNG instead (as before the fix), the write failure names the image
+    monkeypatch.delitem(convert.COPY_SUFFIXES, ".tif")
+    with pytest.raises(SeglabError, match=r"cannot write .*a\.tif as PNG \(5 channels"):
+        convert_dataset(d, tmp_path / "o2")
+    assert not list(tmp_path.glob("*o2*"))
+    assert not list(tmp_path.glob("*o2*"))
 
 
 def test_convert_refuses_non_empty_output_and_leaves_nothing_on_error(synth, tmp_path):

@@ -2,8 +2,8 @@
 
 Output::
 
-    out/images/<stem>.<png|jpg|jpeg>   original bytes when the source is PNG/JPEG, else PNG
-    out/masks/<stem>.png               uint8 index PNG (class index, ignore_index kept)
+    out/images/<stem>.<png|jpg|...>    original bytes when the source is PNG/JPEG/TIFF, else PNG
+    out/masks/<stem>.png               uint8 index PNG (class index, ignore_index; see below)
     out/<split>.txt                    stems of each split
     out/dataset.yaml                   ``data:`` section (format folder, root ".", classes ...)
 
@@ -13,6 +13,10 @@ different source images share a stem, the later one is renamed ``<split>_<stem>`
 ``<split>_<stem>_<n>``). The same source image listed in two splits is written once and
 listed in both. The output is built in a temporary sibling folder and moved into place at
 the end, so a failure leaves no half-written data set.
+
+A data set with 2 classes and ``ignore_index`` 255 is written with ignore_index 254 (ignored
+pixels 254 in the masks): the folder reader takes a 2-class mask holding only 0 and 255 for
+a 0/255 binary mask, so a mask of class 0 plus ignored pixels would read back as classes 0/1.
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from seglab.data.dataset import DatasetDefinition, SegDataset
 from seglab.data.stats import Progress, available_splits
 from seglab.errors import SeglabError
 
-COPY_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpeg"}
+#: images copied byte for byte (TIFF: multi-channel images that PNG cannot hold)
+COPY_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpeg", ".tif": ".tif", ".tiff": ".tiff"}
+
+
+def output_ignore_index(definition: DatasetDefinition) -> int:
+    """The ignore_index of the converted copy: 254 instead of 255 for 2 classes, because the
+    folder reader reads a 2-class mask holding only 0 and 255 as a 0/255 binary mask."""
+    if definition.num_classes == 2 and definition.ignore_index == 255:
+        return 254
+    return definition.ignore_index
 
 
 def data_section(definition: DatasetDefinition, root: str = ".") -> dict:
@@ -41,7 +54,7 @@ def data_section(definition: DatasetDefinition, root: str = ".") -> dict:
         "root": root,
         "classes": list(definition.classes),
         "colors": [list(c) for c in definition.colors],
-        "ignore_index": definition.ignore_index,
+        "ignore_index": output_ignore_index(definition),
         "in_channels": definition.in_channels,
         "mean": [float(v) for v in definition.mean],
         "std": [float(v) for v in definition.std],
@@ -66,13 +79,23 @@ def _unique_stem(stem: str, split: str, used: set[str]) -> str:
     return cand
 
 
-def _write_png(path: Path, arr: np.ndarray) -> None:
+def _write_png(path: Path, arr: np.ndarray, source: Path) -> None:
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     elif arr.ndim == 3 and arr.shape[2] == 4:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
-        raise SeglabError(f"cannot write {path}; check the disk space and permissions")
+    try:
+        ok = cv2.imwrite(str(path), np.ascontiguousarray(arr))
+    except cv2.error:
+        channels = arr.shape[2] if arr.ndim == 3 else 1
+        raise SeglabError(
+            f"cannot write {source} as PNG ({channels} channels, {arr.dtype}); "
+            "save it as a PNG, JPEG or TIFF image and convert again"
+        ) from None
+    if not ok:
+        raise SeglabError(
+            f"cannot write {path} (from {source}); check the disk space and permissions"
+        )
 
 
 def convert_dataset(
@@ -99,6 +122,7 @@ def convert_dataset(
     try:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
+        ignore = output_ignore_index(definition)
         used: set[str] = set()
         written: dict[tuple, str] = {}
         total = sum(len(v) for v in items_by_split.values())
@@ -118,9 +142,11 @@ def convert_dataset(
                     if suffix:
                         shutil.copyfile(item.image, tmp / "images" / f"{stem}{suffix}")
                     else:
-                        _write_png(tmp / "images" / f"{stem}.png", img)
+                        _write_png(tmp / "images" / f"{stem}.png", img, item.image)
                     if mask is not None:
-                        _write_png(tmp / "masks" / f"{stem}.png", mask.astype(np.uint8))
+                        mask = mask.astype(np.uint8)
+                        mask[mask == definition.ignore_index] = ignore
+                        _write_png(tmp / "masks" / f"{stem}.png", mask, Path(item.mask))
                     used.add(stem)
                     written[key] = stem
                     stems.append(stem)
