@@ -148,10 +148,40 @@ def test_missing_splits(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
     problems = check_dataset(definition(root))
-    assert [(p.file, p.kind) for p in problems] == [(str(root), "missing_split")]
+    assert [(p.file, p.kind) for p in problems] == [(str(root), "missing_split")] * 2
+    assert "'train'" in problems[0].message and "'val'" in problems[1].message
     clean = clean_folder(tmp_path / "c")
     [p] = check_dataset(definition(clean), splits=["train", "holdout"])
     assert p.kind == "missing_split" and "holdout" in p.message
+
+
+def test_training_splits_and_named_splits_are_required(tmp_path):
+    """seglab train loads train and val; a split named in data.splits must exist too (test
+    may be missing)."""
+    root = clean_folder(tmp_path / "d")
+    (root / "val.txt").unlink()
+    [p] = check_dataset(definition(root))
+    assert (p.file, p.kind) == (str(root), "missing_split") and "'val'" in p.message
+    (root / "val.txt").write_text("v0\nv1\n")
+    [p] = check_dataset(definition(root, splits={"holdout": "holdout.txt"}))
+    assert (p.file, p.kind) == (str(root / "holdout.txt"), "missing_split")
+    assert "data.splits.holdout" in p.message
+
+
+def test_unlabelled_train_and_val_images_are_missing_masks(tmp_path):
+    """ADE20K whose validation annotations were not extracted: training would fail on the
+    val images without mask; the testing split may be unlabelled."""
+    root = tmp_path / "ADEChallengeData2016"
+    for folder, stem in (("training", "t1"), ("validation", "v1"), ("testing", "x1")):
+        (root / "images" / folder).mkdir(parents=True)
+        _image(root, f"{folder}/{stem}")
+    (root / "annotations" / "training").mkdir(parents=True)
+    cv2.imwrite(str(root / "annotations" / "training" / "t1.png"), np.ones((S, S), np.uint8))
+    problems = check_dataset(definition(root, "ade20k"))
+    assert [(p.file, p.kind) for p in problems] == [
+        (str(root / "images" / "validation" / "v1.png"), "missing_mask")
+    ]
+    assert "'val'" in problems[0].message and "has no mask" in problems[0].message
 
 
 def test_unlabelled_split_without_masks_folder(tmp_path):

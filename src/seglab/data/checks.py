@@ -36,6 +36,9 @@ KINDS = (
     "size_outlier",
 )
 DEFAULT_SPLITS = ("train", "val", "test")
+#: splits ``seglab train`` loads (SegDataModule(cfg, definition, "train", "val")): they must
+#: exist and have a mask for every image
+TRAINING_SPLITS = ("train", "val")
 #: an image whose area is below 1/OUTLIER_RATIO or above OUTLIER_RATIO times the median area
 #: of its split is flagged as ``size_outlier``
 OUTLIER_RATIO = 32.0  # DSB 2018 legitimately mixes 256x256 and 1388x1040 (22x)
@@ -142,9 +145,11 @@ def check_dataset(
     """Every problem of the data set, each with its file; ``[]`` when it is clean.
 
     ``splits`` default to train, val, test and the splits of ``data.splits``, those that exist
-    for the format; a default split that does not exist is only reported for ``train``
-    (explicitly requested splits must exist). ``progress`` wraps the iterable of samples
-    (e.g. ``rich.progress.track``). Each image and mask is decoded once.
+    for the format; train, val (both loaded by ``seglab train``) and the splits named in
+    ``data.splits`` must exist, test may be missing (explicitly requested splits must all
+    exist). Images without a mask are ``missing_mask`` in train and val (a test split may be
+    unlabelled). ``progress`` wraps the iterable of samples (e.g. ``rich.progress.track``).
+    Each image and mask is decoded once.
 
     Kinds: ``missing_split``, ``empty_split``; ``unreadable_image`` (missing, undecodable, a
     channel count the model cannot take, or a stem of a split list without image);
@@ -177,7 +182,7 @@ def _check(
     scans: list = []
     work: list[tuple[str, Item, bool]] = []  # split, item, mask folder exists
     for split in names:
-        required = explicit or split == "train"
+        required = explicit or split in TRAINING_SPLITS or split in d.splits
         if is_folder:
             items, no_mask_dir = _folder_split(d, split, required, out, scans)
         else:
@@ -217,6 +222,13 @@ def _check(
         shape = shapes[image]
         if shape is not None:
             areas.setdefault(split, []).append((image, shape[0], shape[1]))
+        if item.mask is None and split in TRAINING_SPLITS:
+            out.add(
+                image,
+                "missing_mask",
+                f"image {image} of split '{split}' has no mask (labels not extracted?); "
+                "add its mask or remove the image",
+            )
         key = (image, None if item.mask is None else Path(item.mask))
         if item.mask is None or not mask_dir_ok or key in done:
             continue
