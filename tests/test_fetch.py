@@ -7,6 +7,7 @@ import hashlib
 import io
 import re
 import socket
+import ssl
 import tarfile
 import threading
 import zipfile
@@ -243,6 +244,44 @@ def test_fetch_http_error_and_unknown_name(server, tmp_path):
         fetch("ade20k", tmp_path, url_base=server.base)
     with pytest.raises(SeglabError, match="unknown data set 'nope'; available: camvid"):
         fetch("nope", tmp_path)
+
+
+def test_fetch_corrupt_zip_member_is_a_one_line_error(tmp_path, monkeypatch):
+    """Deflated member data that does not decompress (zlib.error): the error names the
+    archive and the fix; no partial member file is left."""
+    root = "kaggle-dsbowl-2018-dataset-fixes-master/stage1_train"
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{root}/a.txt", b"nuclei " * 1000)
+    data = bytearray(bio.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).infolist()[0]
+    start = info.header_offset + 30 + len(info.filename.encode())  # member data
+    data[start : start + 20] = b"\xff" * 20
+    src = _patch(monkeypatch, "dsb2018", sha256=None, size=None)
+    archive = tmp_path / "dsb2018" / src.filename
+    archive.parent.mkdir()
+    archive.write_bytes(bytes(data))
+    with pytest.raises(SeglabError) as err:
+        fetch("dsb2018", tmp_path, url_base="http://127.0.0.1:9")
+    msg = str(err.value)
+    assert msg.startswith(f"{archive} is not a readable zip archive (")
+    assert msg.endswith("delete it and run the fetch again") and "\n" not in msg
+    assert archive.is_file() and not list((tmp_path / "dsb2018").rglob("*seglab-part"))
+
+
+def test_fetch_ssl_error_while_reading_tries_the_next_mirror(tmp_path, monkeypatch):
+    """An SSLError during the download read is an OSError, but of the network, not the disk."""
+    tried = []
+
+    def broken(url, part, label, progress):
+        tried.append(url)
+        raise ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] bad record mac")
+
+    monkeypatch.setattr(fetch_mod, "_download", broken)
+    msg = r"cannot download voc2012 from .*\(\[SSL: .*bad record mac\); download it by hand"
+    with pytest.raises(SeglabError, match=msg):
+        fetch("voc2012", tmp_path, url_base="http://127.0.0.1:9")
+    assert len(tried) == 2  # both mirrors
 
 
 def test_fetch_rejects_path_traversal(server, monkeypatch, tmp_path):

@@ -21,8 +21,10 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -284,8 +286,12 @@ def _write_member(target: Path, src) -> bool:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.seglab-part")
-    with open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+    try:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)
     return True
 
@@ -382,7 +388,13 @@ def fetch(
                 except _Restart:
                     part.unlink(missing_ok=True)
                     _download(url, part, f"download {name}", progress)
-            except (URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
+            except (
+                URLError,
+                http.client.HTTPException,
+                TimeoutError,
+                ConnectionError,
+                ssl.SSLError,  # an OSError, but raised by the connection (read), not the disk
+            ) as err:
                 first_error = first_error or (url, _reason(err))
                 log.info("download of %s from %s failed: %s", name, url, _reason(err))
                 continue
@@ -409,7 +421,7 @@ def fetch(
             )
     try:
         extract(archive, dest, src.archive, progress)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise SeglabError(
             f"{archive} is not a readable {src.archive} archive ({_reason(err)}); "
             "delete it and run the fetch again"
