@@ -277,6 +277,43 @@ def test_augmentation_keeps_the_shape_of_non_square_images(bad_coco):
         assert b["instances"].shape == b["crowd"].shape == (48, 64)
 
 
+def _det(y0: int, x0: int, size: int, score: float) -> dict:
+    prob = np.full((size, size), 255, np.uint8)
+    return {"offset": (y0, x0), "prob": prob, "score": score, "label": 1,
+            "box": [x0, y0, x0 + size, y0 + size]}  # fmt: skip
+
+
+def test_predictions_in_crowd_regions_are_not_scored(bad_coco):
+    from seglab.instance.run import instance_meta
+    from seglab.instance.task import InstanceTask
+
+    crowd = np.zeros((32, 32), bool)
+    crowd[:16, :16] = True
+    empty = np.zeros((32, 32), np.int32)
+    pred = empty.copy()
+    pred[2:10, 2:10] = 1  # inside the crowd region
+    pred[12:20, 4:12] = 2  # exactly half inside: a false positive
+    m = InstanceMetrics([0, 1], class_agnostic=True)
+    m.update("crowd", empty, {}, crowd, np.where(pred == 1, 1, 0), [])
+    m.update("half", empty, {}, crowd, pred, [])
+    assert m.per_image[0]["dsb_score"] == 1.0 and m.per_image[0]["count_error"] == 0
+    assert m.per_image[1]["dsb_score"] == 0.0 and m.per_image[1]["count_error"] == 1
+    # tuning: a confident detection in the crowd must not push the threshold above the
+    # real object's score
+    cfg = _config(bad_coco, "coco")
+    task = InstanceTask(
+        cfg, instance_meta(DatasetDefinition.from_config(config_from_dict(cfg).data))
+    )
+    target = empty.copy()
+    target[20:28, 20:28] = 1
+    task._raw = [{"shape": (32, 32), "dets": [_det(2, 2, 8, 0.5)]}] * 2
+    task._raw += [{"shape": (32, 32), "dets": [_det(20, 20, 8, 0.35)]}]
+    task._targets = [("a", empty, {}, crowd), ("b", empty, {}, crowd), ("c", target, {1: 1}, None)]
+    out = task.compute_metrics(tune=True)
+    assert out["thresholds"] == {"score_threshold": 0.3}
+    assert out["dsb_score"] == 1.0 and out["mean_abs_count_error"] == 0
+
+
 def test_maskrcnn_resnet50_builds_and_runs_a_step():
     from seglab.errors import SeglabError
     from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
@@ -333,9 +370,7 @@ def test_boundary_unet_trains_tunes_evaluates_and_predicts(discs_dsb, instance_r
     assert all(r["file_name"] == "im6.png" and "counts" in r["segmentation"] for r in res)
 
 
-def test_instance_predict_writes_every_readable_image_then_fails(
-    discs_dsb, instance_run, tmp_path
-):
+def test_instance_predict_writes_every_readable_image_then_fails(discs_dsb, instance_run, tmp_path):
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     for name in ("a", "c"):

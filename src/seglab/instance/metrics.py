@@ -43,6 +43,18 @@ def dsb_score(target: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def drop_crowd(pred: np.ndarray, crowd: np.ndarray | None) -> np.ndarray:
+    """``pred`` without the objects lying mostly (over half their pixels) in the COCO crowd
+    region ``crowd``, which is not scored: the DSB score and counts ignore them."""
+    if crowd is None or not crowd.any():
+        return pred
+    area = np.bincount(pred.ravel())
+    inside = np.bincount(pred[crowd], minlength=len(area))
+    drop = np.flatnonzero(2 * inside > area)
+    drop = drop[drop > 0]
+    return np.where(np.isin(pred, drop), 0, pred) if len(drop) else pred
+
+
 def count(instances: np.ndarray) -> int:
     ids = np.unique(instances)
     return int((ids > 0).sum())
@@ -149,7 +161,8 @@ class InstanceMetrics:
     """Accumulates predictions and targets of a split; :meth:`compute` gives every metric.
 
     COCO AP uses each detection's own mask and score (overlaps allowed, as COCO expects);
-    the DSB score and counts use the non-overlapping instance map."""
+    the DSB score and counts use the non-overlapping instance map, without the objects lying
+    mostly in a crowd region."""
 
     def __init__(
         self, category_ids: list[int], class_agnostic: bool = False, boxes: bool = False
@@ -205,6 +218,7 @@ class InstanceMetrics:
                         "score": float(d["score"]),
                     }
                 )
+        pred = drop_crowd(pred, crowd)
         n_t, n_p = count(target), count(pred)
         self.per_image.append(
             {

@@ -21,7 +21,13 @@ from seglab.config import Config
 from seglab.errors import SeglabError
 from seglab.inference.predictor import Predictor, run_padded
 from seglab.instance.maskrcnn import MaskRCNNModel, build_maskrcnn, detect
-from seglab.instance.metrics import InstanceMetrics, dsb_score, encode_at, object_rles
+from seglab.instance.metrics import (
+    InstanceMetrics,
+    drop_crowd,
+    dsb_score,
+    encode_at,
+    object_rles,
+)
 from seglab.instance.targets import THREE_CLASSES, boundary_targets, maskrcnn_target
 from seglab.instance.watershed import instances_from_probs, tune_watershed
 from seglab.models.registry import build_model
@@ -228,20 +234,24 @@ class InstanceTask(L.LightningModule):
 
     def tune(self) -> dict:
         """Thresholds maximising the mean DSB2018 score on the collected images."""
-        targets = [t[1] for t in self._targets]
+        targets = [(t[1], t[3]) for t in self._targets]  # (instances, crowd)
+
+        def score_fn(target: tuple, pred: np.ndarray) -> float:
+            return dsb_score(target[0], drop_crowd(pred, target[1]))
+
         if self.method == "maskrcnn":
             best = (float(self.thresholds[0]), -1.0)
             for s in SCORE_GRID:
                 preds = [paint_detections(r, s)[0] for r in self._raw]
                 score = float(
-                    np.mean([dsb_score(t, p) for t, p in zip(targets, preds, strict=True)])
+                    np.mean([score_fn(t, p) for t, p in zip(targets, preds, strict=True)])
                 )
                 if score > best[1]:
                     best = (s, score)
             self.thresholds.copy_(torch.tensor([best[0], 0.0]))
             return {"score_threshold": best[0]}
         probs = [(r[0] / 255.0, r[1] / 255.0) for r in self._raw]
-        m, f, _ = tune_watershed(probs, targets, dsb_score, self.cfg.instance.min_area)
+        m, f, _ = tune_watershed(probs, targets, score_fn, self.cfg.instance.min_area)
         self.thresholds.copy_(torch.tensor([m, f]))
         return {"marker_threshold": m, "foreground_threshold": f}
 
