@@ -45,12 +45,17 @@ def print_metrics(metrics: dict, title: str) -> None:
     def f(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
-    t = Table(title=title)
+    t = Table(title=escape(title))
     for col in ("class", "IoU %", "Dice %", "precision %", "recall %", "pixels"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for name, m in metrics["per_class"].items():
         t.add_row(
-            name, f(m["iou"]), f(m["dice"]), f(m["precision"]), f(m["recall"]), str(m["pixels"])
+            escape(name),
+            f(m["iou"]),
+            f(m["dice"]),
+            f(m["precision"]),
+            f(m["recall"]),
+            str(m["pixels"]),
         )
     out_console.print(t)
     out_console.print(
@@ -66,7 +71,7 @@ def print_instance_metrics(metrics: dict, title: str) -> None:
     def f(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
-    t = Table(title=title)
+    t = Table(title=escape(title))
     t.add_column("metric")
     t.add_column("value", justify="right")
     keys = ["mask_AP", "mask_AP50", "mask_AP75"]
@@ -88,6 +93,20 @@ def _must_exist(path: Path, what: str) -> None:
         raise SeglabError(f"{path} does not exist; give {what}")
 
 
+def _hw(size: str) -> tuple[int, int]:
+    """``--size HxW`` as (height, width)."""
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise SeglabError(f"--size {size!r}: give height x width, e.g. 360x480") from None
+    return h, w
+
+
+def _given(**options) -> str:
+    """The options that were given (not None), as ``--name`` flags joined by commas."""
+    return ", ".join(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/)")] = None,
@@ -97,7 +116,10 @@ def train(
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(help="continue the run in this run directory from its last checkpoint"),
+        typer.Option(
+            help="continue this run directory from its last checkpoint, with its config "
+            "(--set may change train.* only)"
+        ),
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="where run directories are created")] = Path(
         "runs"
@@ -116,13 +138,21 @@ def train(
     """
     from seglab.config import load_config
 
-    if config is None and resume is None:
-        raise SeglabError("give a CONFIG.yaml to train, or --resume RUN_DIR")
+    if (config is None) == (resume is None):
+        raise SeglabError("give either CONFIG or --resume RUN (a resumed run uses its config)")
     if resume is not None and not resume.is_dir():
         raise SeglabError(f"--resume {resume}: not a run directory")
-    if config is None:
-        config = resume / "config.yaml"
     overrides = list(set_ or [])
+    if resume is not None:
+        config = resume / "config.yaml"
+        if seed is not None:
+            raise SeglabError("--seed cannot change a resumed run; only train.* can")
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if not key.startswith("train."):
+                raise SeglabError(
+                    f"--set {key}: a resumed run keeps its config; only train.* keys may change"
+                )
     for key, value in (("seed", seed), ("train.devices", devices), ("train.num_nodes", num_nodes)):
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -132,7 +162,7 @@ def train(
 
     run_dir = train_run(cfg, runs_dir, resume)
     if (run_dir / "summary.json").is_file():
-        console.print(f"[green]done[/green]: run directory {run_dir}")
+        console.print(f"[green]done[/green]: run directory {escape(str(run_dir))}")
 
 
 @app.command()
@@ -140,8 +170,9 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory or .ckpt file")],
     split: Annotated[str, typer.Option(help="split to evaluate (train, val, test, ...)")] = "test",
     devices: Annotated[
-        int, typer.Option(help="processes (Lightning DDP); results are identical to one process")
-    ] = 1,
+        int | None,
+        typer.Option(help="processes (Lightning DDP, default 1); results are identical to one"),
+    ] = None,
     data_root: Annotated[
         Path | None, typer.Option(help="read the data set from here instead")
     ] = None,
@@ -149,8 +180,9 @@ def evaluate(
         Path | None, typer.Option(help="output folder (default RUN/eval/<split>)")
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="torch (reference, as in validation), openvino or auto")
-    ] = "torch",
+        str | None,
+        typer.Option(help="torch (reference, as in validation, the default), openvino or auto"),
+    ] = None,
     tta: Annotated[
         str | None,
         typer.Option(help="test-time augmentation: hflip, vflip, d4, scales; e.g. hflip,0.75,1.25"),
@@ -180,26 +212,44 @@ def evaluate(
     """
     _must_exist(run, "a run directory, a .ckpt file or, with --predictions, a data set")
     if predictions is not None:
+        given = _given(
+            data_root=data_root, backend=backend, tta=tta, devices=devices, proposals=proposals
+        )
+        if given:
+            raise SeglabError(f"--predictions scores existing masks, without a model: drop {given}")
         from seglab.data.dataset import load_definition
         from seglab.evaluation.evaluate import evaluate_predictions
 
         definition = load_definition(run, format)
         metrics, out_dir = evaluate_predictions(definition, split, predictions, out)
         print_metrics(metrics, f"{split}: {metrics['images']} images, {predictions}")
-        console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
+        console.print(
+            f"metrics and report written to {out_dir} (open {out_dir}/report.html)", markup=False
+        )
         return
+    if format is not None:
+        raise SeglabError("--format applies with --predictions only; a run knows its data set")
     from seglab.evaluation.evaluate import evaluate as run_eval
 
     metrics, out_dir = run_eval(
-        run, split, devices, data_root, out, backend, tta, proposals=proposals
+        run,
+        split,
+        1 if devices is None else devices,
+        data_root,
+        out,
+        backend or "torch",
+        tta,
+        proposals=proposals,
     )
     if "dsb_score" in metrics:  # task: instance
         print_instance_metrics(metrics, f"{split}: {metrics['images']} images")
-        console.print(f"metrics, per_image.csv and results.json written to {out_dir}")
+        console.print(f"metrics, per_image.csv and results.json written to {out_dir}", markup=False)
         return
     if out_dir is not None:
         print_metrics(metrics, f"{split}: {metrics['images']} images")
-        console.print(f"metrics and report written to {out_dir} (open {out_dir}/report.html)")
+        console.print(
+            f"metrics and report written to {out_dir} (open {out_dir}/report.html)", markup=False
+        )
 
 
 @app.command()
@@ -241,6 +291,9 @@ def predict(
     from seglab.instance.run import is_instance_checkpoint, no_rpn, predict_instance
 
     if is_instance_checkpoint(run):
+        given = _given(backend=backend, tta=tta, tile=tile, max_pixels=max_pixels)
+        if given:
+            raise SeglabError(f"{run} is an instance run, which does not use {given}: drop it")
         written = predict_instance(
             run,
             inputs,
@@ -269,7 +322,7 @@ def predict(
         alpha,
         progress=lambda xs: track(xs, description="predicting", console=console),
     )
-    console.print(f"{len(written)} masks and overlays written to {out}")
+    console.print(f"{len(written)} masks and overlays written to {escape(str(out))}")
 
 
 @app.command()
@@ -329,6 +382,9 @@ def serve(
         raise SeglabError(f"cannot listen on {host}:{port}; is the port in use?") from err
 
 
+DEMO_MARKER = ".seglab-demo"
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="folder for the data, run and predictions")] = Path(
@@ -347,6 +403,14 @@ def demo(
     from seglab.inference.predictor import Predictor
     from seglab.training.train import train as run_train
 
+    marker = workdir / DEMO_MARKER
+    if workdir.exists() and not marker.is_file() and (workdir.is_file() or any(workdir.iterdir())):
+        raise SeglabError(
+            f"--workdir {workdir} holds other files; give a new or empty folder "
+            "(or an earlier demo's)"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by seglab demo; the demo may replace this folder's contents\n")
     t0 = time.monotonic()
     data = workdir / "data"
     if not (data / "test.txt").is_file():
@@ -562,18 +626,16 @@ def benchmark(
     from seglab.benchmark import benchmark as run_bench
     from seglab.runs import write_json
 
+    h, w = _hw(size)
     try:
-        h, w = (int(v) for v in size.lower().split("x"))
         batches = [int(b) for b in batch_sizes.split(",")]
     except ValueError:
-        raise SeglabError(
-            f"--size {size!r} / --batch-sizes {batch_sizes!r}: use 360x480 and 1,4"
-        ) from None
+        raise SeglabError(f"--batch-sizes {batch_sizes!r}: give numbers like 1,4") from None
     result = run_bench(
         source, backends.split(","), precisions.split(","), batches, (h, w), warmup, runs
     )
     t = Table(
-        title=f"{source} at {h}x{w}, {result['threads']} threads, "
+        title=f"{escape(str(source))} at {h}x{w}, {result['threads']} threads, "
         f"{runs} runs after {warmup} warm-up"
     )
     for col in ("backend", "precision", "batch", "p50 ms", "p90 ms", "images/s", "peak RSS MB"):
@@ -584,7 +646,7 @@ def benchmark(
                 r["backend"],
                 r.get("precision", ""),
                 str(r.get("batch", "")),
-                r["error"][:60],
+                "failed (below)",
                 "",
                 "",
                 "",
@@ -600,9 +662,15 @@ def benchmark(
                 str(r["peak_rss_mb"]),
             )
     out_console.print(t)
+    failed = [r for r in result["rows"] if "error" in r]
+    for r in failed:
+        where = " ".join(str(r[k]) for k in ("backend", "precision", "batch") if k in r)
+        console.print(f"{where}: {one_line(Exception(r['error']))}", markup=False, soft_wrap=True)
     if out is not None:
         write_json(out, result)
-        console.print(f"results written to {out}")
+        console.print(f"results written to {out}", markup=False)
+    if failed and len(failed) == len(result["rows"]):
+        raise SeglabError(f"every measurement of {source} failed; the errors are listed above")
 
 
 @app.command()
@@ -644,7 +712,7 @@ def models(
     if profile:
         from seglab.models.profile import profile_all
 
-        h, w = (int(v) for v in size.lower().split("x"))
+        h, w = _hw(size)
         t = Table(title=f"architectures at {h}x{w}, one image, default encoder")
         for col in ("model", "params (M)", "GFLOPs", "latency (ms)", "peak RSS (MB)"):
             t.add_column(col, justify="left" if col == "model" else "right")
@@ -749,7 +817,9 @@ def data_check(source: SourceArg, format: FormatOpt = None, split: SplitOpt = No
     )
     took = time.monotonic() - t0
     if not problems:
-        console.print(f"[green]no problems[/green] in {definition.root} ({took:.1f} s)")
+        console.print(
+            f"[green]no problems[/green] in {escape(str(definition.root))} ({took:.1f} s)"
+        )
         return
     for pr in problems:  # one greppable line per problem: FILE: KIND: MESSAGE
         print(f"{pr.file}: {pr.kind}: {pr.message}")
@@ -777,7 +847,7 @@ def data_stats(
     definition = load_definition(source, format)
     with _StageProgress() as progress:
         stats = dataset_stats(definition, split, progress=progress)
-    t = Table(title=f"classes of {definition.root}")
+    t = Table(title=f"classes of {escape(str(definition.root))}")
     t.add_column("class")
     splits = list(stats["splits"])
     for sp in splits:
@@ -786,7 +856,7 @@ def data_stats(
     t.add_column("inverse log w", justify="right")
     weights = stats.get("class_weights")  # none when no split has masks
     for i, name in enumerate(definition.classes):
-        row = [name]
+        row = [escape(name)]
         for sp in splits:
             st = stats["splits"][sp]
             row.append(f"{100 * st['class_frequency'][i]:.2f}" if st["labelled"] else "no masks")

@@ -24,16 +24,23 @@ def image_files(folder: Path, skip: Path | None = None) -> list[Path]:
     )
 
 
+OUTPUT_SUFFIXES = ("_mask.png", "_overlay.png", "_instances.png")
+
+
 def expand_inputs(inputs: list[Path], out: Path | None = None) -> list[Path]:
-    """Files as given; folders -> their image files (recursively, sorted), except those
-    under the output folder ``out`` when it lies inside the input folder (an earlier run's
-    masks are not inputs)."""
+    """Files as given; folders -> their image files (recursively, sorted), except an
+    earlier run's outputs: those under the output folder ``out`` when it lies inside the
+    input folder, and ``*_mask.png``, ``*_overlay.png``, ``*_instances.png`` directly in
+    it when ``out`` is the input folder."""
     files: list[Path] = []
     o = out.resolve() if out is not None else None
     for p in inputs:
         if p.is_dir():
             inside = o is not None and o != p.resolve() and o.is_relative_to(p.resolve())
-            files += image_files(p, o if inside else None)
+            found = image_files(p, o if inside else None)
+            if o == p.resolve():
+                found = [f for f in found if f.parent != p or not f.name.endswith(OUTPUT_SUFFIXES)]
+            files += found
         elif p.is_file():
             files.append(p)
         else:
