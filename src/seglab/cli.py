@@ -404,7 +404,18 @@ def demo(
     from seglab.training.train import train as run_train
 
     marker = workdir / DEMO_MARKER
-    if workdir.exists() and not marker.is_file() and (workdir.is_file() or any(workdir.iterdir())):
+    # a demo folder from before the marker existed: only the demo's folders and a demo run
+    legacy = (
+        workdir.is_dir()
+        and {p.name for p in workdir.iterdir()} <= {"data", "runs", "predictions"}
+        and any(p.name.startswith("demo") for p in (workdir / "runs").glob("*"))
+    )
+    if (
+        workdir.exists()
+        and not marker.is_file()
+        and not legacy
+        and (workdir.is_file() or any(workdir.iterdir()))
+    ):
         raise SeglabError(
             f"--workdir {workdir} holds other files; give a new or empty folder "
             "(or an earlier demo's)"
