@@ -531,13 +531,7 @@ def compare(
     """
     from seglab.evaluation.compare import compare as run_compare
 
-    hw = None
-    if size.lower() != "none":
-        try:
-            h, w = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise SeglabError(f"--size {size!r}: use HxW such as 360x480, or none") from None
-        hw = (h, w)
+    hw = None if size.lower() == "none" else _hw(size)
     rows, out_dir = run_compare(runs, out, hw, backend)
     t = Table(title=f"{len(rows)} runs")
     cols = ["run", "architecture", "encoder", "params_m", "train_minutes", "latency_ms"]

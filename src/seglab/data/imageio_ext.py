@@ -63,12 +63,19 @@ _UPRIGHT = {
 }
 
 
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except (OSError, ValueError, TypeError):
+        return 1  # no readable tag: as stored
+
+
 def _exif_orientation(path: Path) -> int:
     try:
         with Image.open(path) as im:  # reads the header only
-            return int(im.getexif().get(_EXIF_ORIENTATION, 1))
-    except (UnidentifiedImageError, OSError, ValueError, TypeError):
-        return 1  # no readable tag: as stored (OpenCV reports an undecodable file)
+            return _orientation(im)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return 1  # OpenCV reports an undecodable file
 
 
 def _read_cv2(path: Path) -> np.ndarray:
@@ -138,12 +145,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     try:
         with Image.open(path) as im:
-            w, h = im.size
+            (w, h), turned = im.size, path.suffix.lower() in _EXIF and _orientation(im) >= 5
     except (UnidentifiedImageError, OSError, ValueError):
         return read_image_any(path).shape[:2]
-    if path.suffix.lower() in _EXIF and _exif_orientation(path) in (5, 6, 7, 8):
-        return w, h
-    return h, w
+    return (w, h) if turned else (h, w)  # orientations 5-8 swap height and width
 
 
 def read_image_any(path: str | Path) -> np.ndarray:

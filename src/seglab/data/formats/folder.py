@@ -103,14 +103,17 @@ def _list_stem(line: str) -> str:
     return p.stem if p.suffix.lower() in SUFFIXES else p.name
 
 
+def _read_list(path: Path) -> list[str]:
+    """The stems of a split list file, one per non-empty line."""
+    return [_list_stem(ln.strip()) for ln in path.read_text().splitlines() if ln.strip()]
+
+
 def scan_split(root: Path, split: str, spec: str | None = None) -> SplitScan:
     """Find split ``split`` like :func:`list_split`, recording problems instead of raising."""
     candidates = [root / spec] if spec else [root / f"{split}.txt", root / "images" / split]
     for c in candidates:
         if c.is_file():
-            stems = [ln.strip() for ln in c.read_text().splitlines() if ln.strip()]
-            stems = [_list_stem(s) for s in stems]
-            return _scan_pairs(root / "images", root / "masks", stems, c)
+            return _scan_pairs(root / "images", root / "masks", _read_list(c), c)
         if c.is_dir():
             if (c / "images").is_dir():
                 return _scan_pairs(c / "images", c / "masks", None, c)
@@ -118,13 +121,8 @@ def scan_split(root: Path, split: str, spec: str | None = None) -> SplitScan:
     if split == "train" and not spec:  # every image but those of root/val.txt, root/test.txt
         source = root / "images" if (root / "images").is_dir() else None
         scan = _scan_pairs(root / "images", root / "masks", None, source)
-        held_out = {
-            _list_stem(ln.strip())
-            for f in (root / "val.txt", root / "test.txt")
-            if f.is_file()
-            for ln in f.read_text().splitlines()
-            if ln.strip()
-        }
+        lists = [root / "val.txt", root / "test.txt"]
+        held_out = {stem for f in lists if f.is_file() for stem in _read_list(f)}
         scan.items = [it for it in scan.items if Path(it.image).stem not in held_out]
         return scan
     return SplitScan([], None, root / "images", root / "masks")
