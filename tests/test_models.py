@@ -252,3 +252,15 @@ def test_model_options_that_cannot_work_are_one_line_errors():
         build_model(
             "segnet", 3, 3, [0.0] * 3, [1.0] * 3, encoder_weights="imagenet", options={"width": 0.5}
         )
+
+
+def test_segnet_scatter_unpool_equals_max_unpool2d():
+    """SegNet unpools with a scatter (convertible to ONNX/OpenVINO/TorchScript): the same
+    numbers as torch's MaxUnpool2d, for odd sizes and channels_last input too."""
+    from seglab.models.segnet import max_unpool
+
+    x = torch.randn(2, 8, 11, 14)
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        y, idx = torch.nn.MaxPool2d(2, 2, return_indices=True)(t)
+        ref = torch.nn.MaxUnpool2d(2, 2)(y, idx, output_size=x.shape[-2:])
+        assert torch.equal(max_unpool(y, idx, x.shape[-2:]), ref)
