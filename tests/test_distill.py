@@ -32,6 +32,60 @@ def test_distillation_loss_properties():
     )
 
 
+def test_distillation_loss_weights_pixels_by_their_class():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    target = torch.randint(0, 3, (2, 6, 6))
+    target[0, 0] = 255
+    plain = distillation_loss(s, t, target, 255, 2.0)
+    # equal weights are the plain mean; a weight of zero leaves that class's pixels out
+    torch.testing.assert_close(
+        distillation_loss(s, t, target, 255, 2.0, torch.full((3,), 4.0)), plain
+    )
+    only_0 = distillation_loss(s, t, target, 255, 2.0, torch.tensor([1.0, 0.0, 0.0]))
+    keep = (target == 0).unsqueeze(1).expand_as(s)
+    s0 = torch.where(keep, s, t)  # student equals teacher on every other pixel: KL 0 there
+    torch.testing.assert_close(
+        only_0,
+        distillation_loss(s0, t, target, 255, 2.0) * ((target != 255).sum() / (target == 0).sum()),
+    )
+    # the weighted mean: sum(w[y] * kl) / sum(w[y])
+    w = torch.tensor([1.0, 5.0, 0.5])
+    log_s, log_t = (s / 2).log_softmax(1), (t / 2).log_softmax(1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)
+    valid = target != 255
+    expected = (kl[valid] * w[target[valid]]).sum() / w[target[valid]].sum() * 4
+    torch.testing.assert_close(distillation_loss(s, t, target, 255, 2.0, w), expected)
+
+
+def test_training_weights_the_distillation_term_with_the_class_weights(
+    tmp_path, synth_root, trained_run, monkeypatch
+):
+    """The task hands the loss's class weights to the distillation term unless
+    ``distill.class_weighted`` is false."""
+    import seglab.training.task as task_mod
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs.get("weights"))
+        return distillation_loss(*args, **kwargs)
+
+    monkeypatch.setattr(task_mod, "distillation_loss", spy)
+    for weighted in (True, False):
+        cfg = tiny_config(
+            synth_root,
+            name=f"kd-{weighted}",
+            train={"epochs": 1},
+            loss={"name": "ce", "class_weights": [1.0, 2.0, 3.0, 4.0]},
+            distill={"teacher": str(trained_run), "class_weighted": weighted},
+        )
+        train(config_from_dict(cfg), tmp_path / "runs")
+    n = len(seen) // 2
+    assert n > 0 and all(w is not None for w in seen[:n]) and all(w is None for w in seen[n:])
+    torch.testing.assert_close(seen[0].cpu(), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
 @pytest.fixture(scope="module")
 def biased_teacher(trained_run, tmp_path_factory):
     """The trained tiny model with its head biased so that it says "rectangle" everywhere."""

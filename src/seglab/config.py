@@ -193,6 +193,11 @@ class DistillConfig(_Strict):
     teacher: Path = Field(description="teacher run directory or checkpoint (seglab train)")
     weight: float = Field(0.5, ge=0, le=1, description="share of the distillation term")
     temperature: float = Field(2.0, gt=0, description="softmax temperature of both models")
+    class_weighted: bool = Field(
+        True,
+        description="weight each pixel's distillation term by its label's loss.class_weights, "
+        "as the cross-entropy is weighted (false: plain mean, the frequent classes dominate)",
+    )
 
 
 class InstanceConfig(_Strict):

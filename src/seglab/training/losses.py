@@ -94,9 +94,12 @@ def distillation_loss(
     target: torch.Tensor,
     ignore_index: int,
     temperature: float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hinton et al.'s soft-target loss per pixel: T^2 * KL(teacher_T || student_T), averaged
-    over labelled pixels (the ignore region is not distilled either)."""
+    over labelled pixels (the ignore region is not distilled either). With class ``weights``
+    each pixel counts with its label's weight, as ``F.cross_entropy`` weights the hard term:
+    sum(w[y] * KL) / sum(w[y])."""
     t = temperature
     log_p_s = F.log_softmax(student.float() / t, dim=1)
     log_p_t = F.log_softmax(teacher.float() / t, dim=1)
@@ -104,4 +107,7 @@ def distillation_loss(
     valid = target != ignore_index
     if not valid.any():
         return kl.sum() * 0.0
-    return kl[valid].mean() * t * t
+    if weights is None:
+        return kl[valid].mean() * t * t
+    w = weights.to(kl.dtype)[target[valid]]
+    return (kl[valid] * w).sum() / w.sum().clamp_min(1e-12) * t * t

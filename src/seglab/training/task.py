@@ -227,7 +227,12 @@ class SegmentationTask(L.LightningModule):
             with torch.no_grad():
                 soft = self.teacher[0].logits(x)  # at the teacher's own scale of the image
             kd = distillation_loss(
-                logits, soft, batch["mask"], self.hparams.meta["ignore_index"], d.temperature
+                logits,
+                soft,
+                batch["mask"],
+                self.hparams.meta["ignore_index"],
+                d.temperature,
+                self.loss.weights if d.class_weighted else None,
             )
             self.log("train/distill", kd, on_step=False, on_epoch=True, batch_size=x.shape[0])
             loss = (1 - d.weight) * loss + d.weight * kd
