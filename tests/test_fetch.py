@@ -32,11 +32,17 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         rng = self.headers.get("Range")
         srv.requests.append((self.path, rng))
+        if self.headers.get("If-Range") is not None:
+            srv.if_ranges.append(self.headers.get("If-Range"))
         data = srv.files.get(self.path)
         if data is None:
             self.send_error(404, "Not Found")
             return
+        etag = srv.etags.get(self.path)
+        if_range = self.headers.get("If-Range")
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if if_range is not None and if_range != etag:  # changed since: the whole file
+            m = None
         if m and srv.ranges:
             start = int(m.group(1))
             if start >= len(data):
@@ -52,8 +58,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             body = data
         self.send_header("Content-Length", str(len(body)))
+        if etag:
+            self.send_header("ETag", etag)
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body[: srv.cut] if srv.cut else body)  # cut: hang up early
 
     def log_message(self, *args) -> None:
         pass
@@ -64,7 +72,8 @@ def server(monkeypatch):
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.ranges = {}, [], True
+    srv.files, srv.requests, srv.ranges, srv.etags = {}, [], True, {}
+    srv.if_ranges, srv.cut = [], None
     t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -187,6 +196,54 @@ def test_fetch_resumes_partial_download(server, monkeypatch, tmp_path, ranges):
     y = fetch("camvid", tmp_path, url_base=server.base)
     assert server.requests == [(urlsplit(src.urls[0]).path, f"bytes={cut}-")]
     assert y.is_file() and not (dest / f"{src.filename}.part").exists()
+
+
+def test_fetch_does_not_splice_a_part_onto_a_file_that_changed_upstream(
+    server, monkeypatch, tmp_path
+):
+    """A part started under one ETag is resumed with If-Range; the server's file has changed
+    since, so it sends the whole new file, which replaces the part instead of being appended."""
+    old, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(7))
+    new, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(8))
+    src = _patch(
+        monkeypatch, "camvid", sha256=None, md5=None, size=None
+    )  # no checksum: nothing else would notice a splice
+    _serve(server, src, old)
+    path = urlsplit(src.urls[0]).path
+    server.etags[path] = '"v1"'
+    dest = tmp_path / "camvid"
+    part = dest / f"{src.filename}.part"
+    # an interrupted first download: the server sends a third of the file and hangs up
+    server.cut = len(old) // 3
+    with pytest.raises(SeglabError, match="cannot download camvid"):
+        fetch("camvid", tmp_path, url_base=server.base)
+    server.cut = None
+    assert part.stat().st_size == len(old) // 3
+    assert (dest / f"{src.filename}.part.validator").read_text().strip() == '"v1"'
+    # upstream publishes a new version before the user fetches again
+    server.files[path], server.etags[path] = new, '"v2"'
+    server.requests.clear()
+    y = fetch("camvid", tmp_path, url_base=server.base, keep_archive=True)
+    assert server.requests == [(path, f"bytes={len(old) // 3}-")]
+    assert (dest / src.filename).read_bytes() == new
+    assert y.is_file() and not part.exists()
+    assert not (dest / f"{src.filename}.part.validator").exists()
+
+
+def test_fetch_resume_sends_the_parts_validator(server, monkeypatch, tmp_path):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(9))
+    src = _patch(monkeypatch, "camvid", sha256=None, md5=None, size=None)
+    _serve(server, src, data)
+    path = urlsplit(src.urls[0]).path
+    server.etags[path] = '"same"'
+    dest = tmp_path / "camvid"
+    dest.mkdir()
+    cut = len(data) // 2
+    (dest / f"{src.filename}.part").write_bytes(data[:cut])
+    (dest / f"{src.filename}.part.validator").write_text('"same"\n')
+    fetch("camvid", tmp_path, url_base=server.base, keep_archive=True)
+    assert server.if_ranges == ['"same"']  # resumed: only the tail was sent
+    assert (dest / src.filename).read_bytes() == data
 
 
 def test_fetch_part_already_complete(server, monkeypatch, tmp_path):

@@ -2,10 +2,13 @@
 
 ``fetch(name, to)`` downloads the archive of ``REGISTRY[name]`` into ``<to>/<name>/``
 (streamed to ``<file>.part``; an existing ``.part`` is resumed with an HTTP Range request
-when the server answers 206), checks its size and checksums when the registry knows them
-(a mismatch deletes the download), extracts it without leaving ``<to>/<name>/`` and without
-overwriting files already there, runs the data set's preparation step if it has one, and
-writes ``<to>/<name>/dataset.yaml`` holding the ``data:`` config section.
+when the server answers 206; the response's ETag or Last-Modified, kept beside the part in
+``<file>.part.validator``, goes out as ``If-Range``, so a file that changed upstream is sent
+whole instead of being spliced onto the old part), checks its size and checksums when the
+registry knows them (a mismatch deletes the download), extracts it without leaving
+``<to>/<name>/`` and without overwriting files already there, runs the data set's
+preparation step if it has one, and writes ``<to>/<name>/dataset.yaml`` holding the
+``data:`` config section.
 
 Checksums: only published ones are recorded. ``None`` means no checksum is known (or the
 archive is generated on demand, like GitHub's branch/commit archives, whose bytes GitHub
@@ -205,12 +208,37 @@ class _Restart(Exception):
     """The server did not resume where the partial file ends; download from the start."""
 
 
+def _validator_file(part: Path) -> Path:
+    return part.with_name(part.name + ".validator")
+
+
+def _validator(headers) -> str | None:
+    """The response's strong validator for ``If-Range``: its ETag unless weak, else its
+    Last-Modified date (RFC 9110 13.1.5), or None."""
+    etag = (headers.get("ETag") or "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return (headers.get("Last-Modified") or "").strip() or None
+
+
+def _discard_part(part: Path) -> None:
+    """Delete a partial download and the validator kept beside it."""
+    part.unlink(missing_ok=True)
+    _validator_file(part).unlink(missing_ok=True)
+
+
 def _download(url: str, part: Path, label: str, progress: Progress | None) -> None:
-    """Stream ``url`` into ``part``, resuming it when it exists and the server answers 206."""
+    """Stream ``url`` into ``part``, resuming it when it exists and the server answers 206.
+
+    A resumed request carries ``If-Range`` with the validator the part was started under,
+    so a server whose file changed since answers 200 with the whole new file."""
     start = part.stat().st_size if part.exists() else 0
     req = Request(url, headers={"User-Agent": USER_AGENT})
+    vfile = _validator_file(part)
     if start:
         req.add_header("Range", f"bytes={start}-")
+        if vfile.is_file() and (old := vfile.read_text().strip()):
+            req.add_header("If-Range", old)
     try:
         resp = urlopen(req, timeout=TIMEOUT)
     except HTTPError as err:
@@ -233,6 +261,11 @@ def _download(url: str, part: Path, label: str, progress: Progress | None) -> No
         else:
             mode, start = "wb", 0
             total = int(length) if length and length.isdigit() else None
+            new = _validator(resp.headers)
+            if new:
+                vfile.write_text(new + "\n")
+            else:
+                vfile.unlink(missing_ok=True)
         done = start
         with open(part, mode) as f:
             while chunk := resp.read(CHUNK):
@@ -386,7 +419,7 @@ def fetch(
                 try:
                     _download(url, part, f"download {name}", progress)
                 except _Restart:
-                    part.unlink(missing_ok=True)
+                    _discard_part(part)
                     _download(url, part, f"download {name}", progress)
             except (
                 URLError,
@@ -406,12 +439,13 @@ def fetch(
             first_error = None
             bad = _mismatch(src, part)
             if bad:
-                part.unlink(missing_ok=True)
+                _discard_part(part)
                 raise SeglabError(
                     f"{src.filename} downloaded from {url} {bad}; the file was deleted; "
                     f"run the fetch again or download it by hand into {dest}"
                 )
             os.replace(part, archive)
+            _validator_file(part).unlink(missing_ok=True)
             break
         if first_error is not None:
             url, reason = first_error
