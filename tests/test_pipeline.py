@@ -195,6 +195,26 @@ def test_resume_continues_the_time_budget(tmp_path, synth_root):
     assert json.loads((run / "summary.json").read_text())["train_seconds"] >= 600
 
 
+def test_clock_driven_lr_follows_rank_zeros_clock(tmp_path, synth_root, monkeypatch):
+    """With a time budget the LR follows the clock; under DDP every process must use the
+    same (rank 0's, broadcast) clock, or each replica steps with its own LR and the replicas
+    drift apart. Here the strategy's broadcast stands for rank 0 at 90% of the budget."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    from seglab.training.task import lr_factor
+
+    def rank_zero(self, obj, src=0):  # rank 0's clock: 9 of 10 minutes; and its stop rule
+        return 540.0 if isinstance(obj, float) else True if isinstance(obj, bool) else obj
+
+    monkeypatch.setattr(SingleDeviceStrategy, "broadcast", rank_zero)
+    cfg = tiny_config(synth_root, train={"epochs": 50, "max_minutes": 10, "scheduler": "cosine"})
+    run = train(config_from_dict(cfg), tmp_path / "runs")
+    (row,) = json.loads((run / "metrics.json").read_text())  # rank 0 stopped it after one
+    assert row["elapsed_s"] < 60  # this process's own clock is at the start of the budget
+    expected = cfg["train"]["lr"] * lr_factor("cosine", 0.9)
+    assert row["lr"] == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus"])
 def test_training_input_need_not_fit_the_stride(tmp_path, synth_root, name):
     # inference.scale 0.7 trains on 45x45 images; PSPNet needs multiples of 8 and

@@ -306,7 +306,11 @@ class SegmentationTask(L.LightningModule):
         def factor(step: int) -> float:
             progress = step / total
             if budget:  # follow the wall-clock budget so the schedule ends when time does
-                progress = max(progress, self.train_seconds / budget)
+                # rank 0's clock on every DDP process (every rank steps the scheduler at the
+                # same step): with its own clock each replica would step with its own LR
+                # and the replicas, never synchronised again, would drift apart
+                seconds = float(self.trainer.strategy.broadcast(self.train_seconds))
+                progress = max(progress, seconds / budget)
             return lr_factor(t.scheduler, progress)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
