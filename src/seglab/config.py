@@ -47,10 +47,24 @@ class DataConfig(_Strict):
     )
     mean: list[float] | None = Field(None, description="per-channel mean (0-255 scale)")
     std: list[float] | None = Field(None, description="per-channel std (0-255 scale)")
+    intensity_range: tuple[float, float] | Literal["percentile"] | None = Field(
+        None,
+        description="how images of more than 8 bits (16-bit, float) become 0..255: null: "
+        "16-bit >> 8, float min-max per image; [lo, hi]: lo..hi onto 0..255, clipped "
+        "(12-bit: [0, 4095]); percentile: each image's 1st..99.8th percentile. 8-bit images "
+        "are read as they are",
+    )
     cache: bool = Field(True, description="decode every image once and keep it in memory")
     train_fraction: float = Field(
         1.0, gt=0, le=1, description="train on this random share of the train split (nested)"
     )
+
+    @field_validator("intensity_range")
+    @classmethod
+    def _range_increases(cls, v):
+        if isinstance(v, tuple) and not v[1] > v[0]:
+            raise ValueError(f"[lo, hi] needs hi > lo, got {list(v)}")
+        return v
 
 
 class ModelConfig(_Strict):

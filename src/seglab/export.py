@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seglab.data.imageio_ext import Intensity
 from seglab.errors import SeglabError
 from seglab.inference.backends import (
     ConversionError,
@@ -35,7 +36,12 @@ FORMATS = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.
 
 
 def calibration_inputs(
-    folder: Path, in_channels: int, stride: int, scale: float, limit: int
+    folder: Path,
+    in_channels: int,
+    stride: int,
+    scale: float,
+    limit: int,
+    intensity: Intensity = None,
 ) -> list[np.ndarray]:
     """Up to ``limit`` images from ``folder``, scaled and padded as the Predictor does."""
     from seglab.data.io import IMAGE_SUFFIXES, adapt_channels, read_image
@@ -52,7 +58,7 @@ def calibration_inputs(
     step = max(1, len(files) // limit)
     out = []
     for f in files[::step][:limit]:
-        img = adapt_channels(read_image(f), in_channels, f)
+        img = adapt_channels(read_image(f, intensity), in_channels, f)
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
         out.append(pad_to_stride(scale_input(x, scale), stride).numpy())
     return out
@@ -94,6 +100,7 @@ def export(
         "colors": meta["colors"],
         "in_channels": c,
         "ignore_index": meta.get("ignore_index"),
+        "intensity_range": meta.get("intensity_range"),
         "stride": stride,
         "scale": config["inference"]["scale"],
         "inference": inference,
@@ -142,7 +149,12 @@ def export(
                 ov_model = quantize_openvino(
                     ov_model,
                     calibration_inputs(
-                        Path(calibration), c, stride, info["scale"], calibration_size
+                        Path(calibration),
+                        c,
+                        stride,
+                        info["scale"],
+                        calibration_size,
+                        meta.get("intensity_range"),
                     ),
                 )
             ov.save_model(ov_model, target, compress_to_fp16=False)

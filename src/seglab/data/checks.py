@@ -18,6 +18,7 @@ import numpy as np
 from seglab.data.dataset import DatasetDefinition
 from seglab.data.formats import Item, get_format
 from seglab.data.formats import folder as folder_format
+from seglab.data.imageio_ext import sixteen_bit
 from seglab.data.io import adapt_channels, check_mask, read_image, read_mask
 from seglab.errors import SeglabError, one_line
 
@@ -34,7 +35,11 @@ KINDS = (
     "undeclared_value",
     "unknown_color",
     "size_outlier",
+    "few_grey_levels",
 )
+#: a 16-bit image read by ``>> 8`` whose brightest pixel is below this keeps at most this
+#: many grey levels (a 12-bit image keeps 16 of its 4096)
+FEW_LEVELS = 32
 DEFAULT_SPLITS = ("train", "val", "test")
 #: splits ``seglab train`` loads (SegDataModule(cfg, definition, "train", "val")): they must
 #: exist and have a mask for every image
@@ -214,9 +219,17 @@ def _check(
         if image not in shapes:
             shapes[image] = None
             try:
-                img = read_image(image)
+                img = read_image(image, d.intensity_range)
                 shapes[image] = img.shape
                 adapt_channels(img, d.in_channels, image)
+                if d.intensity_range is None and img.max() < FEW_LEVELS and sixteen_bit(image):
+                    out.add(
+                        image,
+                        "few_grey_levels",
+                        f"image {image} is 16-bit and read by >> 8 keeps only "
+                        f"{int(img.max()) + 1} grey levels (a 12-bit image?); set "
+                        "data.intensity_range: [0, 4095] (its real range) or percentile",
+                    )
             except Exception as err:  # noqa: BLE001 - every failure is a problem to report
                 out.add(image, "unreadable_image", _error_text(err, "image", image))
         shape = shapes[image]

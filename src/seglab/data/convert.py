@@ -58,6 +58,8 @@ def data_section(definition: DatasetDefinition, root: str = ".") -> dict:
         "in_channels": definition.in_channels,
         "mean": [float(v) for v in definition.mean],
         "std": [float(v) for v in definition.std],
+        # PNG/TIFF images are copied as they are, 16 bits included: read them the same way
+        "intensity_range": definition.to_meta()["intensity_range"],
     }
 
 

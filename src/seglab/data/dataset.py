@@ -39,6 +39,7 @@ class DatasetDefinition:
     splits: dict[str, str]
     mean: list[float]
     std: list[float]
+    intensity_range: tuple[float, float] | str | None = None  # images deeper than 8 bits
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +95,7 @@ class DatasetDefinition:
             dict(cfg.splits),
             list(mean),
             list(std),
+            cfg.intensity_range,
         )
 
     def pairs(self, split: str) -> list[Item]:
@@ -114,6 +116,11 @@ class DatasetDefinition:
             "in_channels": self.in_channels,
             "mean": self.mean,
             "std": self.std,
+            "intensity_range": (  # a list: meta goes to JSON and YAML
+                list(self.intensity_range)
+                if isinstance(self.intensity_range, tuple)
+                else self.intensity_range
+            ),
         }
 
 
@@ -186,7 +193,7 @@ class SegDataset(Dataset):
             return self._cache[i]
         item = self.pairs[i]
         d = self.definition
-        img = adapt_channels(read_image(item.image), d.in_channels, item.image)
+        img = adapt_channels(read_image(item.image, d.intensity_range), d.in_channels, item.image)
         if item.mask is None:
             return img, None
         reader = getattr(get_format(d.format), "read_mask", None)

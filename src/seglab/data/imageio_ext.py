@@ -26,14 +26,36 @@ def _undecodable(path: Path, why: str = "corrupt or unsupported") -> SeglabError
     return SeglabError(f"image {path} cannot be decoded ({why}); replace it")
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """uint16 >> 8, bool x 255, other types min-max scaled to 0..255 per image."""
+#: ``data.intensity_range``: how images of more than 8 bits are brought to 0..255. None:
+#: 16-bit >> 8, other types min-max per image; (lo, hi): lo..hi linearly onto 0..255,
+#: clipped; "percentile": per image, its PERCENTILES linearly onto 0..255, clipped
+Intensity = tuple[float, float] | str | None
+#: CSBDeep / StarDist's default per-image normalisation of microscopy images
+PERCENTILES = (1.0, 99.8)
+
+
+def _stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    f = (img.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.nan_to_num(f).clip(0, 255).round().astype(np.uint8)
+
+
+def _to_uint8(img: np.ndarray, intensity: Intensity = None) -> np.ndarray:
+    """8-bit images as they are; deeper ones as ``intensity`` says (see :data:`Intensity`);
+    bool x 255."""
     if img.dtype == np.uint8:
         return img
-    if img.dtype == np.uint16:
-        return (img >> 8).astype(np.uint8)
     if img.dtype == np.bool_:
         return img.astype(np.uint8) * 255
+    if intensity == "percentile":
+        lo, hi = np.nanpercentile(img, PERCENTILES)
+        if hi > lo:
+            return _stretch(img, float(lo), float(hi))
+    elif intensity is not None:
+        return _stretch(img, float(intensity[0]), float(intensity[1]))
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
     f = img.astype(np.float64)
     lo, hi = float(np.nanmin(f)), float(np.nanmax(f))
     if hi <= lo:
@@ -78,13 +100,13 @@ def _exif_orientation(path: Path) -> int:
         return 1  # OpenCV reports an undecodable file
 
 
-def _read_cv2(path: Path) -> np.ndarray:
+def _read_cv2(path: Path, intensity: Intensity = None) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise _undecodable(path)
     if path.suffix.lower() in _EXIF and (turn := _UPRIGHT.get(_exif_orientation(path))):
         img = np.ascontiguousarray(turn(img))  # as viewers and labelling tools show it
-    img = _to_uint8(img)
+    img = _to_uint8(img, intensity)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.ndim == 3 and img.shape[2] == 4:
@@ -105,13 +127,13 @@ def _read_gif(path: Path) -> np.ndarray:
         raise _undecodable(path, f"{type(e).__name__}: {e}") from None
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, intensity: Intensity = None) -> np.ndarray:
     import tifffile
 
     try:
         tf = tifffile.TiffFile(path)
     except Exception:  # noqa: BLE001 - tifffile cannot parse it: let OpenCV try
-        return _read_cv2(path)
+        return _read_cv2(path, intensity)
     with tf:
         series = tf.series[0]
         axes, shape = series.axes, tuple(series.shape)
@@ -119,7 +141,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         keep = [i for i, a in enumerate(axes) if a in "YX" or shape[i] != 1]
         axes = "".join(axes[i] for i in keep)
         if axes == "YX" or (axes == "YXS" and shape[-1] <= 4):
-            return _read_cv2(path)  # OpenCV decodes LZW/JPEG TIFFs without imagecodecs
+            return _read_cv2(path, intensity)  # OpenCV decodes LZW/JPEG TIFFs without imagecodecs
         planar = len(axes) == 3 and axes.endswith("YX") and axes[0] in _CHANNEL_AXES
         if not (planar or axes in ("YXS", "YXC")):
             raise SeglabError(
@@ -136,7 +158,23 @@ def _read_tiff(path: Path) -> np.ndarray:
     arr = arr.reshape([shape[i] for i in keep])
     if planar:
         arr = np.moveaxis(arr, 0, -1)
-    return np.ascontiguousarray(_to_uint8(arr))
+    return np.ascontiguousarray(_to_uint8(arr, intensity))
+
+
+def sixteen_bit(path: str | Path) -> bool:
+    """Whether the file stores 16 bits per sample (PNG or TIFF), from its header alone."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                return tf.series[0].dtype.itemsize == 2
+        with open(path, "rb") as f:
+            head = f.read(26)
+        return head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16  # IHDR bit depth
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by the reader
+        return False
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -151,7 +189,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (w, h) if turned else (h, w)  # orientations 5-8 swap height and width
 
 
-def read_image_any(path: str | Path) -> np.ndarray:
+def read_image_any(path: str | Path, intensity: Intensity = None) -> np.ndarray:
     """Read an image as ``H x W x C`` uint8, channels in file order (RGB, RGBA, grey C=1).
 
     * PNG, JPEG, WebP, BMP: OpenCV (BGR converted to RGB); a JPEG or WebP with an EXIF
@@ -161,8 +199,11 @@ def read_image_any(path: str | Path) -> np.ndarray:
     * TIFF: OpenCV for plain grey/RGB/RGBA pages; tifffile for more than 4 channels,
       planar channels (axes ``SYX``/``CYX``) or one page per channel (``tifffile.imwrite``
       of a ``C x H x W`` array, axes ``QYX``). Other stacks (Z, time) raise a SeglabError.
-    * 16-bit data is scaled to 8 bits by ``>> 8``; float and other integer types are
-      min-max scaled to 0..255 per image; 1-bit images become 0/255.
+    * 8-bit data is returned as it is. Deeper data goes to 8 bits as ``intensity``
+      (``data.intensity_range``) says: by default 16-bit by ``>> 8`` and float and other
+      integer types min-max per image; ``(lo, hi)`` maps lo..hi onto 0..255 (12-bit
+      microscopy: ``(0, 4095)``); ``"percentile"`` maps each image's 1st..99.8th percentile
+      onto 0..255. 1-bit images become 0/255.
 
     Raises SeglabError naming the file when it is missing or cannot be decoded.
     """
@@ -173,5 +214,5 @@ def read_image_any(path: str | Path) -> np.ndarray:
     if suffix == ".gif":
         return _read_gif(path)
     if suffix in _TIFF:
-        return _read_tiff(path)
-    return _read_cv2(path)
+        return _read_tiff(path, intensity)
+    return _read_cv2(path, intensity)

@@ -7,19 +7,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seglab.data.imageio_ext import read_image_any
+from seglab.data.imageio_ext import Intensity, read_image_any
 from seglab.errors import SeglabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, intensity: Intensity = None) -> np.ndarray:
     """Read an image as ``H x W x C`` uint8 (grey C=1, RGB, RGBA, or more channels).
 
     PNG, JPEG, WebP, BMP (OpenCV), GIF (Pillow, first frame), 8/16-bit and multi-channel
-    TIFF (tifffile); 16-bit data is scaled to 8 bits.
+    TIFF (tifffile); deeper data goes to 8 bits as ``intensity`` (``data.intensity_range``)
+    says, see :func:`seglab.data.imageio_ext.read_image_any`.
     """
-    return read_image_any(path)
+    return read_image_any(path, intensity)
 
 
 def adapt_channels(img: np.ndarray, channels: int, path: str | Path = "<image>") -> np.ndarray:

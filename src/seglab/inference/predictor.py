@@ -446,7 +446,7 @@ class Predictor:
 
     def predict_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Read an image file and return (image, mask)."""
-        image = read_image(path)
+        image = read_image(path, self.meta.get("intensity_range"))
         return image, self.predict(image, path)
 
     # -- construction -----------------------------------------------------------------

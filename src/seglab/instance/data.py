@@ -41,7 +41,9 @@ def check_format(definition: DatasetDefinition) -> None:
 
 def read_sample(item: Item, definition: DatasetDefinition) -> InstanceSample:
     """Image, instance map, class per id and crowd region of one item."""
-    image = adapt_channels(read_image(item.image), definition.in_channels, item.image)
+    image = adapt_channels(
+        read_image(item.image, definition.intensity_range), definition.in_channels, item.image
+    )
     if definition.format == "dsb2018":
         inst = dsb2018.read_instances(item, definition)
         labels = {int(i): 1 for i in np.unique(inst) if i > 0}

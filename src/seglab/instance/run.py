@@ -409,7 +409,10 @@ def predict_instance(
     results, written, failed = [], [], []
     for n, f in enumerate(progress(files) if progress else files, start=1):
         try:
-            image = adapt_channels(read_image(f), task.hparams.meta["in_channels"], f)
+            meta = task.hparams.meta
+            image = adapt_channels(
+                read_image(f, meta.get("intensity_range")), meta["in_channels"], f
+            )
             inst, dets = task.predict_instances(image)
             if inst.max() > 65535:
                 raise SeglabError(f"{f}: {inst.max()} instances do not fit a 16-bit PNG")

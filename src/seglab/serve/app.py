@@ -529,7 +529,10 @@ def create_app(
         if queue.full:  # refuse before decoding: a busy server spends nothing on it
             return busy(queue.retry_after())
         data = await file.read(max_upload_bytes + 1)
-        image = await run_in_threadpool(decode_upload, data, max_upload_bytes, max_pixels)
+        intensity = getattr(predictor, "meta", {}).get("intensity_range")
+        image = await run_in_threadpool(
+            decode_upload, data, max_upload_bytes, max_pixels, intensity
+        )
         if hasattr(predictor, "adapt"):
             try:
                 predictor.adapt(image, "the upload")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seglab.data.imageio_ext import Intensity
 from seglab.data.io import read_image
 from seglab.errors import SeglabError
 
@@ -88,8 +89,11 @@ def tiff_pixels(data: bytes) -> tuple[int, tuple[int, ...]] | None:
     return math.prod(shape) // samples, shape
 
 
-def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Bytes of an uploaded file -> ``H x W x C`` uint8, or :class:`UploadError`."""
+def decode_upload(
+    data: bytes, max_bytes: int, max_pixels: int, intensity: Intensity = None
+) -> np.ndarray:
+    """Bytes of an uploaded file -> ``H x W x C`` uint8 (images deeper than 8 bits as the
+    model's ``intensity_range`` says), or :class:`UploadError`."""
     if not data:
         raise UploadError(400, "empty", "the uploaded file is empty; send an image file")
     if len(data) > max_bytes:
@@ -127,7 +131,7 @@ def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
         path = Path(tmp) / f"upload{ACCEPTED[media_type]}"
         path.write_bytes(data)
         try:
-            image = read_image(path)
+            image = read_image(path, intensity)
         except SeglabError as err:
             message = str(err).replace(str(path), "the upload")
             raise UploadError(400, "undecodable", message) from None
