@@ -185,13 +185,17 @@ def test_unlabelled_train_and_val_images_are_missing_masks(tmp_path):
 
 
 def test_unlabelled_split_without_masks_folder(tmp_path):
+    """A test split with no masks at all is unlabelled (images to predict), as ISBI's is;
+    a train split without masks is reported once, not per image."""
     root = clean_folder(tmp_path / "d")
     (root / "images" / "test").mkdir()
     _image(root, "test/x")
     _image(root, "test/y")
-    [p] = check_dataset(definition(root))
+    assert check_dataset(definition(root)) == []
+    d = definition(root, splits={"train": "images/test"})
+    [p] = check_dataset(d, ["train"])
     assert (p.file, p.kind) == (str(root / "masks" / "test"), "missing_mask")
-    assert "2 images" in p.message
+    assert "2 images" in p.message and "unlabelled" in p.message
 
 
 @pytest.mark.parametrize(
@@ -201,3 +205,21 @@ def test_unlabelled_split_without_masks_folder(tmp_path):
 def test_shared_datasets_are_clean(name, fmt):
     root = shared_dataset(name)
     assert check_dataset(definition(root, fmt)) == []
+
+
+def test_converted_copy_keeps_its_unlabelled_split_unlabelled(tmp_path):
+    """`data convert` writes an unlabelled test split as images and a list only; the copy
+    reads it back as unlabelled (not as labelled with every mask missing) and checks clean."""
+    from seglab.data.convert import convert_dataset
+    from seglab.data.dataset import load_definition
+
+    root = clean_folder(tmp_path / "d")
+    _image(root, "x0")
+    _image(root, "x1")
+    (root / "test.txt").write_text("x0\nx1\n")
+    source = definition(root)
+    assert [it.mask for it in source.pairs("test")] == [None, None]
+    copy = load_definition(convert_dataset(source, tmp_path / "copy"))
+    assert [it.mask for it in copy.pairs("test")] == [None, None]
+    assert all(it.mask is not None for it in copy.pairs("train"))
+    assert check_dataset(copy) == []

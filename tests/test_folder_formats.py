@@ -385,7 +385,12 @@ def test_list_split_still_raises_on_shared_stems(tmp_path):
         folder.list_split(tmp_path, "val")
     assert folder.list_split(tmp_path, "test") == []
     [it] = folder.list_split(tmp_path, "train")
-    assert it == Item(tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
+    assert it == Item(tmp_path / "images" / "a.png", None)  # no masks at all: unlabelled
+    write_rgb(tmp_path / "images" / "c.png", np.zeros((H, W, 3), np.uint8))
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "c.png"), np.zeros((H, W), np.uint8))
+    a, c = folder.list_split(tmp_path, "train")  # labelled, a's mask missing: named
+    assert a == Item(tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
 
 
 def test_split_list_stems_may_hold_dots(tmp_path):

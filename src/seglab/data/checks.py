@@ -114,14 +114,15 @@ def _folder_split(
             )
         return [], set()
     no_mask_dir: set[int] = set()
-    if not scan.mask_dir.is_dir():
+    if split in TRAINING_SPLITS and all(it.mask is None for it in scan.items):
+        where = "has none of their masks" if scan.mask_dir.is_dir() else "does not exist"
         out.add(
             scan.mask_dir,
             "missing_mask",
-            f"masks folder {scan.mask_dir} of split '{split}' does not exist "
-            f"({len(scan.items)} images have no mask); add the masks",
+            f"split '{split}' is unlabelled: masks folder {scan.mask_dir} {where} "
+            f"({len(scan.items)} images); add the masks",
         )
-        no_mask_dir = set(range(len(scan.items)))
+        no_mask_dir = set(range(len(scan.items)))  # reported once, not per image
     return scan.items, no_mask_dir
 
 
@@ -235,7 +236,7 @@ def _check(
         shape = shapes[image]
         if shape is not None:
             areas.setdefault(split, []).append((image, shape[0], shape[1]))
-        if item.mask is None and split in TRAINING_SPLITS:
+        if item.mask is None and split in TRAINING_SPLITS and mask_dir_ok:
             out.add(
                 image,
                 "missing_mask",

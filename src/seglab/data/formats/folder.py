@@ -88,11 +88,19 @@ def _scan_pairs(
     dup_masks: list[tuple[Path, Path]] = []
     images, masks = _index(img_dir, dup_images), _index(mask_dir, dup_masks)
     scan = SplitScan([], source, img_dir, mask_dir, images, masks, dup_images + dup_masks)
+    found = []
     for s in list(images) if stems is None else stems:
         if s not in images:
             scan.unknown_stems.append(s)
             continue
-        scan.items.append(Item(images[s], masks.get(s, mask_dir / f"{s}.png")))
+        found.append(s)
+    # a split none of whose images has a mask is unlabelled (a test split to predict, as
+    # `data convert` writes ISBI's); one with some masks missing is a labelled split with
+    # missing masks
+    labelled = any(s in masks for s in found)
+    scan.items = [
+        Item(images[s], masks.get(s, mask_dir / f"{s}.png") if labelled else None) for s in found
+    ]
     return scan
 
 
