@@ -41,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         etag = srv.etags.get(self.path)
         if_range = self.headers.get("If-Range")
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if if_range is not None and if_range != etag:  # changed since: the whole file
+        if if_range is not None and if_range != etag and not srv.ignore_if_range:  # changed
             m = None
         if m and srv.ranges:
             start = int(m.group(1))
@@ -60,6 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if etag:
             self.send_header("ETag", etag)
+        if srv.last_modified:
+            self.send_header("Last-Modified", srv.last_modified)
         self.end_headers()
         self.wfile.write(body[: srv.cut] if srv.cut else body)  # cut: hang up early
 
@@ -73,7 +75,7 @@ def server(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "*")
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.ranges, srv.etags = {}, [], True, {}
-    srv.if_ranges, srv.cut = [], None
+    srv.if_ranges, srv.cut, srv.ignore_if_range, srv.last_modified = [], None, False, None
     t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -244,6 +246,39 @@ def test_fetch_resume_sends_the_parts_validator(server, monkeypatch, tmp_path):
     fetch("camvid", tmp_path, url_base=server.base, keep_archive=True)
     assert server.if_ranges == ['"same"']  # resumed: only the tail was sent
     assert (dest / src.filename).read_bytes() == data
+
+
+def test_fetch_restarts_when_the_server_ignores_if_range(server, monkeypatch, tmp_path):
+    """A server that answers 206 whatever If-Range says, with another ETag: the tail belongs
+    to another file, so the part is dropped and the file fetched whole."""
+    old, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(10))
+    new, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(11))
+    src = _patch(monkeypatch, "camvid", sha256=None, md5=None, size=None)
+    _serve(server, src, new)
+    path = urlsplit(src.urls[0]).path
+    server.etags[path], server.ignore_if_range = '"v2"', True
+    dest = tmp_path / "camvid"
+    dest.mkdir()
+    (dest / f"{src.filename}.part").write_bytes(old[: len(old) // 2])
+    (dest / f"{src.filename}.part.validator").write_text('"v1"\n')
+    fetch("camvid", tmp_path, url_base=server.base, keep_archive=True)
+    assert (dest / src.filename).read_bytes() == new
+    assert [r[1] for r in server.requests] == [f"bytes={len(old) // 2}-", None]
+
+
+def test_fetch_sends_no_if_range_for_a_weak_etag(server, monkeypatch, tmp_path):
+    data, _ = _camvid_zip(REGISTRY["camvid"].root, np.random.default_rng(12))
+    src = _patch(monkeypatch, "camvid", sha256=None, md5=None, size=None)
+    _serve(server, src, data)
+    server.etags[urlsplit(src.urls[0]).path] = 'W/"weak"'
+    server.last_modified = "Tue, 01 Dec 2026 00:00:00 GMT"  # not with a (weak) ETag either
+    server.cut = len(data) // 4
+    with pytest.raises(SeglabError, match="cannot download camvid"):
+        fetch("camvid", tmp_path, url_base=server.base)
+    server.cut = None
+    assert not (tmp_path / "camvid" / f"{src.filename}.part.validator").exists()
+    fetch("camvid", tmp_path, url_base=server.base)
+    assert server.if_ranges == []  # RFC 9110: never a weak entity tag, nor then a date
 
 
 def test_fetch_part_already_complete(server, monkeypatch, tmp_path):

@@ -416,3 +416,16 @@ def test_train_without_a_list_leaves_out_val_and_test_images(tmp_path):
     (tmp_path / "test.txt").write_text("d.png\n")
     assert [it.image.stem for it in folder.list_split(tmp_path, "train")] == ["a", "b"]
     assert [it.image.stem for it in folder.list_split(tmp_path, "val")] == ["c"]
+
+
+def test_default_train_split_is_unlabelled_when_only_held_out_images_have_masks(tmp_path):
+    """Train is every image not in val.txt/test.txt; whether it is labelled is decided on
+    those images, not on the held-out ones."""
+    for stem in ("t0", "t1", "v0"):
+        write_rgb(tmp_path / "images" / f"{stem}.png", np.zeros((H, W, 3), np.uint8))
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "v0.png"), np.zeros((H, W), np.uint8))
+    (tmp_path / "val.txt").write_text("v0\n")
+    assert [it.mask for it in folder.list_split(tmp_path, "train")] == [None, None]
+    [v] = folder.list_split(tmp_path, "val")
+    assert v.mask == tmp_path / "masks" / "v0.png"

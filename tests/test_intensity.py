@@ -85,9 +85,10 @@ def deep_root(synth_root, tmp_path_factory):
 def test_check_flags_12_bit_images_read_by_shift(deep_root):
     section = tiny_config(deep_root)["data"]
     d = DatasetDefinition.from_config(config_from_dict({"data": section}).data)
-    found = [p for p in check_dataset(d, ["train"]) if p.kind == "few_grey_levels"]
-    assert len(found) == len(list((deep_root / "images").glob("train_*.png")))
-    assert "data.intensity_range: [0, 4095]" in found[0].message and "\n" not in found[0].message
+    [found] = [p for p in check_dataset(d, ["train"]) if p.kind == "few_grey_levels"]
+    n = len(list((deep_root / "images").glob("train_*.png")))
+    assert found.message.startswith(f"{n} 16-bit images of split 'train'")  # once per split
+    assert "data.intensity_range: [0, 4095]" in found.message and "\n" not in found.message
     section["intensity_range"] = [0, 4095]
     d = DatasetDefinition.from_config(config_from_dict({"data": section}).data)
     assert not [p for p in check_dataset(d, ["train"]) if p.kind == "few_grey_levels"]
@@ -125,3 +126,36 @@ def test_converted_copy_reads_its_16_bit_images_alike(deep_root, tmp_path):
     assert copy.intensity_range == (0, 4095)
     a, b = SegDataset(d, "val", cache=False), SegDataset(copy, "val", cache=False)
     np.testing.assert_array_equal(a.load(0)[0], b.load(0)[0])
+
+
+def test_percentile_of_a_flat_image_falls_back_to_its_min_max():
+    from seglab.data.imageio_ext import _to_uint8
+
+    img = np.full((40, 50), 300, np.uint16)
+    img[0, :3] = 3000  # 3 of 2000 pixels: both percentiles are the background's
+    out = _to_uint8(img, "percentile")
+    assert out[0, :3].tolist() == [255, 255, 255] and out[1:].max() == 0  # not 300 >> 8 = 1
+
+
+def test_percentile_leaves_a_png_alpha_channel_out(tmp_path):
+    rng = np.random.default_rng(3)
+    bgra = np.dstack([twelve_bit(rng) for _ in range(3)] + [np.full((20, 30), 65535, np.uint16)])
+    f = tmp_path / "rgba.png"
+    cv2.imwrite(str(f), bgra)
+    img = read_image(f, "percentile")
+    assert img.shape[2] == 4 and img[..., :3].max() == 255 and img[..., :3].mean() > 100
+    assert (img[..., 3] == 255).all()  # opaque stays opaque
+
+
+def test_config_refuses_an_infinite_bound(tmp_path):
+    with pytest.raises(SeglabError, match=r"data\.intensity_range.*finite"):
+        config_from_dict(tiny_config(tmp_path, data={"intensity_range": [0, float("inf")]}))
+
+
+def test_teacher_reading_images_otherwise_is_refused(deep_root, tmp_path):
+    teacher = train(config_from_dict(tiny_config(deep_root, train={"epochs": 1})), tmp_path / "t")
+    cfg = tiny_config(
+        deep_root, data={"intensity_range": [0, 4095]}, distill={"teacher": str(teacher)}
+    )
+    with pytest.raises(SeglabError, match="distill.teacher .*intensity_range"):
+        train(config_from_dict(cfg), tmp_path / "runs")

@@ -6,6 +6,7 @@ allowed keys instead of being silently ignored.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,8 @@ class DataConfig(_Strict):
     @field_validator("intensity_range")
     @classmethod
     def _range_increases(cls, v):
+        if isinstance(v, tuple) and not (math.isfinite(v[0]) and math.isfinite(v[1])):
+            raise ValueError(f"[lo, hi] must be finite numbers, got {list(v)}")
         if isinstance(v, tuple) and not v[1] > v[0]:
             raise ValueError(f"[lo, hi] needs hi > lo, got {list(v)}")
         return v

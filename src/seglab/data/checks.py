@@ -213,6 +213,7 @@ def _check(
         _orphans(scans, out)
 
     shapes: dict[Path, tuple[int, ...] | None] = {}  # image -> shape (None: unreadable)
+    dark: dict[str, list[Path]] = {}  # split -> 16-bit images >> 8 leaves with few levels
     done: set[tuple[Path, Path | None]] = set()
     areas: dict[str, list[tuple[Path, int, int]]] = {}
     for split, item, mask_dir_ok in progress(work) if progress else work:
@@ -223,14 +224,9 @@ def _check(
                 img = read_image(image, d.intensity_range)
                 shapes[image] = img.shape
                 adapt_channels(img, d.in_channels, image)
-                if d.intensity_range is None and img.max() < FEW_LEVELS and sixteen_bit(image):
-                    out.add(
-                        image,
-                        "few_grey_levels",
-                        f"image {image} is 16-bit and read by >> 8 keeps only "
-                        f"{int(img.max()) + 1} grey levels (a 12-bit image?); set "
-                        "data.intensity_range: [0, 4095] (its real range) or percentile",
-                    )
+                colour = img[..., :3] if img.shape[2] == 4 else img  # not the alpha
+                if d.intensity_range is None and colour.max() < FEW_LEVELS and sixteen_bit(image):
+                    dark.setdefault(split, []).append(image)
             except Exception as err:  # noqa: BLE001 - every failure is a problem to report
                 out.add(image, "unreadable_image", _error_text(err, "image", image))
         shape = shapes[image]
@@ -291,6 +287,14 @@ def _check(
                 f"image {image} is {w}x{h}, an area {rel} than the median of split '{split}' "
                 f"({med:.0f} pixels); check it is the right file (thumbnail, wrong scale?)",
             )
+    for split, files in dark.items():  # once per split: a 12-bit data set is all alike
+        out.add(
+            files[0],
+            "few_grey_levels",
+            f"{len(files)} 16-bit images of split '{split}' (e.g. {files[0]}) keep fewer than "
+            f"{FEW_LEVELS} grey levels when read by >> 8 (12-bit data?); set "
+            "data.intensity_range: [0, 4095] (their real range) or percentile",
+        )
     return out.problems
 
 

@@ -213,11 +213,11 @@ def _validator_file(part: Path) -> Path:
 
 
 def _validator(headers) -> str | None:
-    """The response's strong validator for ``If-Range``: its ETag unless weak, else its
-    Last-Modified date (RFC 9110 13.1.5), or None."""
+    """The response's validator for ``If-Range`` (RFC 9110 13.1.5): its ETag; its
+    Last-Modified date only when it has no ETag; None with a weak ETag (not allowed)."""
     etag = (headers.get("ETag") or "").strip()
-    if etag and not etag.startswith("W/"):
-        return etag
+    if etag:
+        return None if etag.startswith("W/") else etag
     return (headers.get("Last-Modified") or "").strip() or None
 
 
@@ -235,9 +235,10 @@ def _download(url: str, part: Path, label: str, progress: Progress | None) -> No
     start = part.stat().st_size if part.exists() else 0
     req = Request(url, headers={"User-Agent": USER_AGENT})
     vfile = _validator_file(part)
+    old = vfile.read_text().strip() if start and vfile.is_file() else ""
     if start:
         req.add_header("Range", f"bytes={start}-")
-        if vfile.is_file() and (old := vfile.read_text().strip()):
+        if old:
             req.add_header("If-Range", old)
     try:
         resp = urlopen(req, timeout=TIMEOUT)
@@ -256,6 +257,11 @@ def _download(url: str, part: Path, label: str, progress: Progress | None) -> No
             m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != start:
                 raise _Restart
+            new = _validator(resp.headers)
+            if old and new and new != old:  # a server that ignored If-Range
+                raise _Restart
+            if new and not old:  # a part from before validators: protect its next resume
+                vfile.write_text(new + "\n")
             mode = "ab"
             total = int(m.group(3)) if m.group(3) != "*" else None
         else:

@@ -41,26 +41,32 @@ def _stretch(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.nan_to_num(f).clip(0, 255).round().astype(np.uint8)
 
 
-def _to_uint8(img: np.ndarray, intensity: Intensity = None) -> np.ndarray:
+def _to_uint8(img: np.ndarray, intensity: Intensity = None, alpha: bool = False) -> np.ndarray:
     """8-bit images as they are; deeper ones as ``intensity`` says (see :data:`Intensity`);
-    bool x 255."""
+    bool x 255. ``alpha``: a fourth channel is opacity, left out of the percentiles."""
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.bool_:
         return img.astype(np.uint8) * 255
     if intensity == "percentile":
-        lo, hi = np.nanpercentile(img, PERCENTILES)
+        colour = img[..., :3] if alpha and img.ndim == 3 and img.shape[2] == 4 else img
+        lo, hi = np.nanpercentile(colour, PERCENTILES)
         if hi > lo:
             return _stretch(img, float(lo), float(hi))
+        # a flat image but for a few pixels: its min-max range, not the type's default
     elif intensity is not None:
         return _stretch(img, float(intensity[0]), float(intensity[1]))
-    if img.dtype == np.uint16:
+    elif img.dtype == np.uint16:
         return (img >> 8).astype(np.uint8)
     f = img.astype(np.float64)
     lo, hi = float(np.nanmin(f)), float(np.nanmax(f))
     if hi <= lo:
         return np.zeros(img.shape, np.uint8)
     return np.nan_to_num((f - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+
+
+#: suffixes whose fourth channel is always opacity (a TIFF's may be near infrared)
+_ALPHA = (".png", ".webp")
 
 
 def _hwc(img: np.ndarray) -> np.ndarray:
@@ -106,7 +112,7 @@ def _read_cv2(path: Path, intensity: Intensity = None) -> np.ndarray:
         raise _undecodable(path)
     if path.suffix.lower() in _EXIF and (turn := _UPRIGHT.get(_exif_orientation(path))):
         img = np.ascontiguousarray(turn(img))  # as viewers and labelling tools show it
-    img = _to_uint8(img, intensity)
+    img = _to_uint8(img, intensity, alpha=path.suffix.lower() in _ALPHA)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif img.ndim == 3 and img.shape[2] == 4:

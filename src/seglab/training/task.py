@@ -191,8 +191,12 @@ class SegmentationTask(L.LightningModule):
             teacher, tconfig, tmeta = load_checkpoint(source)
         except SeglabError as err:
             raise SeglabError(f"distill.teacher: {err}") from None
-        for key, what in (("classes", "predicts"), ("in_channels", "takes input channels")):
-            if tmeta[key] != meta[key]:
+        for key, what in (
+            ("classes", "predicts"),
+            ("in_channels", "takes input channels"),
+            ("intensity_range", "reads deep images with data.intensity_range"),
+        ):
+            if tmeta.get(key) != meta.get(key):
                 raise SeglabError(
                     f"distill.teacher {source} {what} {tmeta[key]}, this data set has "
                     f"{meta[key]}; use a teacher trained on the same {key.replace('_', ' ')}"
@@ -303,7 +307,11 @@ class SegmentationTask(L.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         budget = t.max_minutes * 60 if t.max_minutes else None
 
+        last: dict[int, float] = {}  # step -> factor: one clock reading for all param groups
+
         def factor(step: int) -> float:
+            if step in last:
+                return last[step]
             progress = step / total
             if budget:  # follow the wall-clock budget so the schedule ends when time does
                 # rank 0's clock on every DDP process (every rank steps the scheduler at the
@@ -311,7 +319,9 @@ class SegmentationTask(L.LightningModule):
                 # and the replicas, never synchronised again, would drift apart
                 seconds = float(self.trainer.strategy.broadcast(self.train_seconds))
                 progress = max(progress, seconds / budget)
-            return lr_factor(t.scheduler, progress)
+            last.clear()
+            last[step] = lr_factor(t.scheduler, progress)
+            return last[step]
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

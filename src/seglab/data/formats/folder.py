@@ -82,14 +82,18 @@ def _index(folder: Path, duplicates: list[tuple[Path, Path]]) -> dict[str, Path]
 
 
 def _scan_pairs(
-    img_dir: Path, mask_dir: Path, stems: list[str] | None, source: Path | None
+    img_dir: Path,
+    mask_dir: Path,
+    stems: list[str] | None,
+    source: Path | None,
+    exclude: frozenset[str] = frozenset(),
 ) -> SplitScan:
     dup_images: list[tuple[Path, Path]] = []
     dup_masks: list[tuple[Path, Path]] = []
     images, masks = _index(img_dir, dup_images), _index(mask_dir, dup_masks)
     scan = SplitScan([], source, img_dir, mask_dir, images, masks, dup_images + dup_masks)
     found = []
-    for s in list(images) if stems is None else stems:
+    for s in [s for s in images if s not in exclude] if stems is None else stems:
         if s not in images:
             scan.unknown_stems.append(s)
             continue
@@ -128,11 +132,9 @@ def scan_split(root: Path, split: str, spec: str | None = None) -> SplitScan:
             return _scan_pairs(c, root / "masks" / c.name, None, c)
     if split == "train" and not spec:  # every image but those of root/val.txt, root/test.txt
         source = root / "images" if (root / "images").is_dir() else None
-        scan = _scan_pairs(root / "images", root / "masks", None, source)
         lists = [root / "val.txt", root / "test.txt"]
-        held_out = {stem for f in lists if f.is_file() for stem in _read_list(f)}
-        scan.items = [it for it in scan.items if Path(it.image).stem not in held_out]
-        return scan
+        held_out = frozenset(stem for f in lists if f.is_file() for stem in _read_list(f))
+        return _scan_pairs(root / "images", root / "masks", None, source, held_out)
     return SplitScan([], None, root / "images", root / "masks")
 
 
