@@ -428,7 +428,11 @@ def test_fetch_uses_archive_placed_by_hand(tmp_path, monkeypatch):
     src = _patch(monkeypatch, "camvid", sha256=hashlib.sha256(data).hexdigest())
     (tmp_path / "camvid").mkdir()
     (tmp_path / "camvid" / src.filename).write_bytes(data)
+    # an interrupted download from before, which the hand-placed archive replaces
+    (tmp_path / "camvid" / f"{src.filename}.part").write_bytes(data[:100])
+    (tmp_path / "camvid" / f"{src.filename}.part.validator").write_text('"x"\n')
     # no server at all: the archive is used as is
     y = fetch("camvid", tmp_path, url_base="http://127.0.0.1:9")
     assert DatasetDefinition.from_config(load_config(y).data).num_classes == 11
     assert Path(y).is_file()
+    assert not list((tmp_path / "camvid").glob("*.part*"))  # the stale part is gone

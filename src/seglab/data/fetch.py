@@ -411,14 +411,15 @@ def fetch(
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / src.filename
     urls = list(dict.fromkeys(_with_base(u, url_base) for u in src.urls))
+    part = archive.with_name(archive.name + ".part")
     if archive.exists():
         bad = _mismatch(src, archive)
         if bad:
             raise SeglabError(
                 f"{archive} {bad}; delete or replace it (it is not the expected download)"
             )
+        _discard_part(part)  # an interrupted download the archive placed by hand replaces
     else:
-        part = archive.with_name(archive.name + ".part")
         first_error: tuple[str, str] | None = None
         for url in urls:
             try:
