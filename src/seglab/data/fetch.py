@@ -253,25 +253,24 @@ def _download(url: str, part: Path, label: str, progress: Progress | None) -> No
     with resp:
         total: int | None = None
         length = resp.headers.get("Content-Length")
-        if start and resp.status == 206:
+        new = _validator(resp.headers)
+        resumed = bool(start) and resp.status == 206
+        if resumed:
             m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != start:
                 raise _Restart
-            new = _validator(resp.headers)
             if old and new and new != old:  # a server that ignored If-Range
                 raise _Restart
-            if new and not old:  # a part from before validators: protect its next resume
-                vfile.write_text(new + "\n")
             mode = "ab"
             total = int(m.group(3)) if m.group(3) != "*" else None
         else:
             mode, start = "wb", 0
             total = int(length) if length and length.isdigit() else None
-            new = _validator(resp.headers)
-            if new:
-                vfile.write_text(new + "\n")
-            else:
-                vfile.unlink(missing_ok=True)
+        # a new download's validator, or the first one of a part from before validators
+        if new and new != old:
+            vfile.write_text(new + "\n")
+        elif not new and not resumed:
+            vfile.unlink(missing_ok=True)
         done = start
         with open(part, mode) as f:
             while chunk := resp.read(CHUNK):
@@ -452,7 +451,7 @@ def fetch(
                     f"run the fetch again or download it by hand into {dest}"
                 )
             os.replace(part, archive)
-            _validator_file(part).unlink(missing_ok=True)
+            _discard_part(part)  # its validator
             break
         if first_error is not None:
             url, reason = first_error

@@ -405,11 +405,11 @@ def predict_instance(
     task, _ = load_instance_task(run_or_ckpt, proposals)
     files = expand_inputs(inputs, out)
     out.mkdir(parents=True, exist_ok=True)
-    cats = category_ids(task.hparams.meta)
+    meta = task.hparams.meta
+    cats = category_ids(meta)
     results, written, failed = [], [], []
     for n, f in enumerate(progress(files) if progress else files, start=1):
         try:
-            meta = task.hparams.meta
             image = adapt_channels(
                 read_image(f, meta.get("intensity_range")), meta["in_channels"], f
             )
